@@ -1,0 +1,1 @@
+"""pnyx.clients: the asyncio and blocking clients, and the ``pnyx`` command line."""

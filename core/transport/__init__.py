@@ -1,0 +1,1 @@
+"""pnyx.core.transport."""

@@ -1,0 +1,1 @@
+"""pnyx.recipes: coordination recipes built on the client's public API."""
