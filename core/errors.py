@@ -34,6 +34,8 @@ class on the client side.
 
 from __future__ import annotations
 
+import builtins
+
 
 class PnyxError(Exception):
     """Base of every error pnyx raises on purpose."""
@@ -115,7 +117,10 @@ class NoEndpointError(UnavailableError):
     code = 204
 
 
-class TimeoutError(UnavailableError):  # noqa: A001 - deliberately shadows the builtin within pnyx
+class TimeoutError(UnavailableError, builtins.TimeoutError):
+    """No answer within the deadline. Also a builtin ``TimeoutError``, so either
+    ``except`` clause catches it."""
+
     code = 205
 
 
