@@ -1,0 +1,174 @@
+"""Snapshot files: ``snap-<term:016x>-<index:016x>.snap`` in the data directory.
+
+A file is ``magic (8 bytes) | body length: u64 | crc32 (zlib) of body: u32 | body`` with
+the body a msgpack array ``[index, term, voters, learners, data]``. Files are written
+atomically: a ``.tmp`` file is written and fsynced, renamed over the final name, then
+the directory is fsynced; a crash leaves either the whole new file or none of it, and a
+leftover ``.tmp`` is removed when the store opens.
+
+This module never deletes a snapshot that is not older than the ``keep`` newest, and
+never returns a snapshot that fails its checksum: a damaged file raises
+``CorruptionError`` and the caller (``Storage``) falls back to an older one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import zlib
+from collections.abc import Callable
+from typing import TypeVar
+
+import attrs
+import msgpack  # type: ignore[import-untyped]  # ships no type information
+
+from pnyx.core.errors import CorruptionError, StorageError
+from pnyx.core.raft.types import ConfState, Snapshot, SnapshotMetadata
+from pnyx.core.storage.fs import FileSystem
+
+__all__ = ["SnapshotFile", "SnapshotStore", "decode_snapshot", "encode_snapshot"]
+
+_MAGIC = b"PNYXSNP1"
+_HEADER = struct.Struct("<8sQI")
+_NAME = re.compile(r"^snap-([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
+_TEMPORARY_SUFFIX = ".tmp"
+_BROKEN_SUFFIX = ".broken"
+
+T = TypeVar("T")
+
+
+@attrs.frozen(order=True)
+class SnapshotFile:
+    """A snapshot file's identity, from its name. Orders oldest first."""
+
+    index: int
+    term: int
+
+    @property
+    def name(self) -> str:
+        return f"snap-{self.term:016x}-{self.index:016x}.snap"
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    metadata = snapshot.metadata
+    body: bytes = msgpack.packb(
+        (
+            metadata.index,
+            metadata.term,
+            sorted(metadata.conf_state.voters),
+            sorted(metadata.conf_state.learners),
+            snapshot.data,
+        )
+    )
+    return _HEADER.pack(_MAGIC, len(body), zlib.crc32(body)) + body
+
+
+def decode_snapshot(data: bytes, where: str) -> Snapshot:
+    """The snapshot in ``data``; ``CorruptionError`` naming ``where`` if damaged."""
+    if len(data) < _HEADER.size:
+        raise CorruptionError(f"{where}: snapshot file cut short at offset {len(data)}")
+    magic, length, crc = _HEADER.unpack_from(data)
+    if magic != _MAGIC:
+        raise CorruptionError(f"{where}: not a pnyx snapshot (bad magic at offset 0)")
+    body = memoryview(data)[_HEADER.size :]
+    if len(body) != length:
+        raise CorruptionError(
+            f"{where}: snapshot body is {len(body)} bytes, expected {length} "
+            f"(at offset {_HEADER.size})"
+        )
+    if zlib.crc32(body) != crc:
+        raise CorruptionError(f"{where}: snapshot checksum mismatch (body at offset 8)")
+    try:
+        index, term, voters, learners, payload = msgpack.unpackb(body, use_list=False)
+        metadata = SnapshotMetadata(
+            index=index,
+            term=term,
+            conf_state=ConfState(voters=frozenset(voters), learners=frozenset(learners)),
+        )
+        return Snapshot(metadata=metadata, data=payload)
+    except (ValueError, TypeError, msgpack.UnpackException) as error:
+        raise CorruptionError(f"{where}: undecodable snapshot body ({error})") from error
+
+
+@attrs.define
+class SnapshotStore:
+    """The snapshot files of one data directory. Not thread-safe (one owner)."""
+
+    _fs: FileSystem
+    _directory: str
+
+    @classmethod
+    def open(cls, fs: FileSystem, directory: str) -> SnapshotStore:
+        """Open the store, removing temporary files a crash left behind."""
+        store = cls(fs, directory)
+        leftovers = [name for name in fs.list_dir(directory) if name.endswith(_TEMPORARY_SUFFIX)]
+        for name in leftovers:
+            store._remove(name)
+        if leftovers:
+            store._io(lambda: fs.fsync_dir(directory), "fsync the data directory")
+        return store
+
+    def files(self) -> list[SnapshotFile]:
+        """The snapshot files present, newest (highest index, then term) first."""
+        files = []
+        for name in self._fs.list_dir(self._directory):
+            match = _NAME.match(name)
+            if match is not None:
+                files.append(SnapshotFile(index=int(match[2], 16), term=int(match[1], 16)))
+        return sorted(files, reverse=True)
+
+    def load(self, file: SnapshotFile) -> Snapshot:
+        path = self._path(file.name)
+        data = self._io(lambda: self._fs.read_file(path), f"read {path}")
+        snapshot = decode_snapshot(data, path)
+        if (snapshot.metadata.index, snapshot.metadata.term) != (file.index, file.term):
+            raise CorruptionError(f"{path}: metadata does not match the file name (offset 16)")
+        return snapshot
+
+    def save(self, snapshot: Snapshot) -> SnapshotFile:
+        """Write ``snapshot`` durably and atomically; returns its file."""
+        file = SnapshotFile(index=snapshot.metadata.index, term=snapshot.metadata.term)
+        path = self._path(file.name)
+        temporary = path + _TEMPORARY_SUFFIX
+        data = encode_snapshot(snapshot)
+        if self._fs.exists(temporary):
+            self._io(lambda: self._fs.remove(temporary), "remove a temporary file")
+        handle = self._io(lambda: self._fs.open_append(temporary), "create a snapshot file")
+        try:
+            self._io(lambda: handle.write(data), "write a snapshot file")
+            self._io(handle.sync, "fsync a snapshot file")
+        finally:
+            handle.close()
+        self._io(lambda: self._fs.rename(temporary, path), "rename a snapshot file")
+        self._io(lambda: self._fs.fsync_dir(self._directory), "fsync the data directory")
+        return file
+
+    def set_aside(self, file: SnapshotFile) -> None:
+        """Rename a damaged snapshot to ``.broken`` (kept for a post-mortem, never
+        loaded again)."""
+        path = self._path(file.name)
+        self._io(lambda: self._fs.rename(path, path + _BROKEN_SUFFIX), "set a snapshot aside")
+        self._io(lambda: self._fs.fsync_dir(self._directory), "fsync the data directory")
+
+    def prune(self, keep: int) -> list[SnapshotFile]:
+        """Delete all but the ``keep`` newest snapshot files; returns those kept."""
+        files = self.files()
+        for file in files[keep:]:
+            self._remove(file.name)
+        if files[keep:]:
+            self._io(lambda: self._fs.fsync_dir(self._directory), "fsync the data directory")
+        return files[:keep]
+
+    def _remove(self, name: str) -> None:
+        path = self._path(name)
+        self._io(lambda: self._fs.remove(path), f"remove {path}")
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self._directory, name)
+
+    def _io(self, operation: Callable[[], T], what: str) -> T:
+        try:
+            return operation()
+        except OSError as error:
+            raise StorageError(f"could not {what} ({error})") from error

@@ -1,0 +1,209 @@
+"""``WalWriter``: group commit, off the event loop.
+
+One thread owns the ``Storage``. The node's loop calls ``submit(hard_state, entries,
+snapshot)`` for each ``Ready`` and gets a ``concurrent.futures.Future`` that completes
+once that batch is durable. While one fsync runs, later batches queue up; the thread
+then takes all of them, writes them in order and makes them durable with one fsync, and
+completes their futures in submission order. So the disk sets the pace of fsyncs, not
+of proposals.
+
+An I/O error (above all a failed fsync) is fatal: the batch's futures and every queued
+one fail with ``StorageError``, and the writer refuses further work; the node must
+crash and recover from disk. This module must never retry an fsync.
+
+``threaded=False`` gives the same interface with the work done inline on the caller's
+thread (save + sync at each ``submit``), for the deterministic simulator.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+import attrs
+import structlog
+
+from pnyx.core.errors import StorageError
+from pnyx.core.raft.types import Entry, HardState, Snapshot
+from pnyx.core.storage.storage import Storage
+
+__all__ = ["WalWriter", "WriterStats"]
+
+log = structlog.get_logger(__name__)
+
+
+@attrs.frozen
+class _Save:
+    hard_state: HardState | None
+    entries: Sequence[Entry]
+    snapshot: Snapshot | None
+    future: Future[None]
+
+
+@attrs.frozen
+class _SaveSnapshot:
+    snapshot: Snapshot
+    future: Future[None]
+
+
+_Work = _Save | _SaveSnapshot
+
+
+@attrs.define
+class WriterStats:
+    """Counters for metrics. Updated by the writer thread only."""
+
+    batches: int = 0
+    """Submitted items made durable."""
+    syncs: int = 0
+    """Group commits (each one fsync of the WAL, or a snapshot save)."""
+    entries: int = 0
+    last_sync_seconds: float = 0.0
+
+
+@attrs.define
+class WalWriter:
+    """Group-committing owner of a ``Storage``. Use as a context manager, or call
+    ``start()`` and ``close()``."""
+
+    _storage: Storage
+    threaded: bool = True
+    stats: WriterStats = attrs.Factory(WriterStats)
+    _queue: deque[_Work] = attrs.Factory(deque)
+    _condition: threading.Condition = attrs.Factory(threading.Condition)
+    _thread: threading.Thread | None = None
+    _closing: bool = False
+    _failed: StorageError | None = None
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage
+
+    @property
+    def failed(self) -> StorageError | None:
+        """The fatal error, once one happened."""
+        return self._failed
+
+    def start(self) -> WalWriter:
+        if self.threaded and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pnyx-wal-writer", daemon=True)
+            self._thread.start()
+        return self
+
+    def __enter__(self) -> WalWriter:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def submit(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None = None,
+    ) -> Future[None]:
+        """Queue one ``Ready``'s persistence; the future completes once it is durable
+        (or fails with ``StorageError``)."""
+        return self._enqueue(_Save(hard_state, entries, snapshot, Future()))
+
+    def submit_snapshot(self, snapshot: Snapshot) -> Future[None]:
+        """Queue ``Storage.save_snapshot`` (an application snapshot), in order with the
+        batches submitted before it."""
+        return self._enqueue(_SaveSnapshot(snapshot, Future()))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish the queued work, stop the thread and close the storage."""
+        with self._condition:
+            self._closing = True
+            self._condition.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise StorageError("the WAL writer did not stop in time")
+            self._thread = None
+        self._storage.close()
+
+    # -- internals --
+
+    def _enqueue(self, work: _Work) -> Future[None]:
+        if not self.threaded:
+            if self._failed is not None:
+                work.future.set_exception(self._failed)
+            elif self._closing:
+                work.future.set_exception(StorageError("the WAL writer is closed"))
+            else:
+                self._commit([work])
+            return work.future
+        with self._condition:
+            if self._failed is not None:
+                work.future.set_exception(self._failed)
+            elif self._closing:
+                work.future.set_exception(StorageError("the WAL writer is closed"))
+            else:
+                if self._thread is None:
+                    raise RuntimeError("WalWriter.start() was not called")
+                self._queue.append(work)
+                self._condition.notify()
+        return work.future
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._queue and not self._closing:
+                    self._condition.wait()
+                if not self._queue:
+                    return
+                # Everything queued while the previous fsync ran: one group commit.
+                group = list(self._queue)
+                self._queue.clear()
+            if not self._commit(group):
+                return
+
+    def _commit(self, group: list[_Work]) -> bool:
+        """Write and sync ``group``; complete its futures in order. False if fatal."""
+        storage = self._storage
+        started = time.perf_counter()
+        entries = 0
+        try:
+            pending_sync = False
+            for work in group:
+                if isinstance(work, _Save):
+                    storage.save(work.hard_state, work.entries, work.snapshot)
+                    entries += len(work.entries)
+                    pending_sync = True
+                else:
+                    # Syncs what came before it too.
+                    storage.save_snapshot(work.snapshot)
+                    pending_sync = False
+            if pending_sync:
+                storage.sync()
+        except BaseException as error:
+            self._die(group, error)
+            if not isinstance(error, Exception):
+                raise
+            return False
+        self.stats.syncs += 1
+        self.stats.batches += len(group)
+        self.stats.entries += entries
+        self.stats.last_sync_seconds = time.perf_counter() - started
+        for work in group:
+            work.future.set_result(None)
+        return True
+
+    def _die(self, group: list[_Work], error: BaseException) -> None:
+        failure = (
+            error
+            if isinstance(error, StorageError)
+            else StorageError(f"WAL writer failed: {error!r}; the node must restart")
+        )
+        log.error("wal_writer.failed", error=str(failure))
+        with self._condition:
+            self._failed = failure
+            doomed = group + list(self._queue)
+            self._queue.clear()
+        for work in doomed:
+            if not work.future.done():
+                work.future.set_exception(failure)
