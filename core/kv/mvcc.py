@@ -1,0 +1,655 @@
+"""The multi-version key-value store: every version of every key since the last compaction,
+indexed for reads at any retained revision and for replaying the events of any retained
+revision range (what watches catch up from).
+
+Semantics follow etcd v3's mvcc package:
+
+- A global ``revision`` starts at 1 (the empty store) and grows by one per write
+  transaction that changes something. A transaction with several writes is ONE revision;
+  its events are ordered by a sub-index.
+- Every version of a key carries ``create_revision`` (revision of the put that created this
+  generation of the key), ``mod_revision`` (the revision that wrote this version),
+  ``version`` (puts since creation, starting at 1) and ``lease``. A delete ends the
+  generation: it is recorded as a tombstone (``version == 0``), and the next put starts a
+  new generation with ``version == 1``.
+- ``compact(C)`` drops what is only needed for reads below ``C``: reads at ``C`` and later
+  and the events of revisions ``>= C`` (with their ``prev_kv``) stay exact; reads below
+  raise ``CompactedError(compact_revision=C)``, reads above the current revision
+  ``FutureRevisionError``.
+- Transactions evaluate every compare of the chosen path (nested transactions included)
+  against the state before the transaction, then run the ops in order, each seeing the
+  writes of the ops before it. An op that fails (unknown lease, compacted range, ...) undoes
+  the whole transaction: the revision does not move and nothing is observable.
+
+Lease bookkeeping kept here is only the derived index lease id -> attached keys; which
+leases exist is decided by the caller (``lease_exists``), see ``pnyx.core.kv.lease``.
+
+This module is pure and deterministic: no clocks, files, sockets, threads or randomness,
+and nothing here iterates a hash-ordered container where the order could leak into a
+result. It must never depend on the server, transport or clients.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeAlias
+
+import attrs
+from sortedcontainers import SortedDict  # type: ignore[import-untyped]  # ships no type information
+
+from pnyx.core.errors import (
+    CompactedError,
+    FutureRevisionError,
+    InvalidRequestError,
+    LeaseNotFoundError,
+)
+from pnyx.core.wire.keys import OPEN_END
+from pnyx.core.wire.messages import (
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    Event,
+    EventType,
+    KeyValue,
+    PutRequest,
+    PutResponse,
+    RangeRequest,
+    RangeResponse,
+    RequestOp,
+    ResponseHeader,
+    ResponseOp,
+    SortOrder,
+    SortTarget,
+    TxnRequest,
+    TxnResponse,
+)
+
+__all__ = ["FIRST_REVISION", "MVCCStore"]
+
+FIRST_REVISION = 1
+"""The revision of the empty store, as in etcd: the first write is revision 2."""
+
+_PUT = EventType.PUT
+_DELETE = EventType.DELETE
+
+
+@attrs.define(slots=True)
+class _History:
+    """The retained versions of one key, oldest first. Never empty while in the index.
+
+    ``revisions[i]`` is the main revision of ``kvs[i]`` (== its ``mod_revision``) and
+    ``subs[i]`` its position among the events of that revision. A tombstone is a
+    ``KeyValue`` with ``version == 0`` (exactly what a DELETE event carries).
+    """
+
+    revisions: list[int]
+    subs: list[int]
+    kvs: list[KeyValue]
+
+    def at(self, revision: int) -> KeyValue | None:
+        """The live version at ``revision``, or None if the key did not exist then."""
+        revisions = self.revisions
+        if revisions[-1] <= revision:
+            kv = self.kvs[-1]
+        else:
+            i = bisect_right(revisions, revision) - 1
+            if i < 0:
+                return None
+            kv = self.kvs[i]
+        return kv if kv.version else None
+
+    def latest(self) -> KeyValue | None:
+        kv = self.kvs[-1]
+        return kv if kv.version else None
+
+
+# What an op produced, before the revision of its response header is known (a transaction
+# learns whether it wrote only at its end). Built into a response by ``_build``.
+_Partial: TypeAlias = tuple[Any, ...]
+
+
+@attrs.frozen
+class _Plan:
+    """The branch a transaction takes and, for each nested transaction in it, its plan."""
+
+    succeeded: bool
+    nested: tuple[_Plan | None, ...]
+
+
+@attrs.define
+class _WriteTxn:
+    """One write transaction: at most one new revision. Writes go straight into the key
+    histories at ``revision`` (invisible to reads at older revisions), so later ops of the
+    same transaction see them; ``rollback`` removes them again."""
+
+    store: MVCCStore
+    revision: int
+    events: list[Event] = attrs.Factory(list)
+    touched: list[bytes] = attrs.Factory(list)
+
+    def put(self, key: bytes, value: bytes, lease: int) -> KeyValue | None:
+        """Write a new version of ``key``; returns the version it replaced (if live)."""
+        revision = self.revision
+        index = self.store._index
+        history = index.get(key)
+        if history is None:
+            prev = None
+            kv = KeyValue(key, revision, revision, 1, value, lease)
+            index[key] = _History([revision], [len(self.events)], [kv])
+        else:
+            prev = history.latest()
+            if prev is None:
+                kv = KeyValue(key, revision, revision, 1, value, lease)
+            else:
+                kv = KeyValue(key, prev.create_revision, revision, prev.version + 1, value, lease)
+            history.revisions.append(revision)
+            history.subs.append(len(self.events))
+            history.kvs.append(kv)
+        self.touched.append(key)
+        self.events.append(Event(_PUT, kv, prev))
+        return prev
+
+    def delete(self, key: bytes, history: _History, prev: KeyValue) -> None:
+        """Write a tombstone for ``key``, whose live version is ``prev``."""
+        revision = self.revision
+        history.revisions.append(revision)
+        history.subs.append(len(self.events))
+        tombstone = KeyValue(key, 0, revision, 0, b"", 0)
+        history.kvs.append(tombstone)
+        self.touched.append(key)
+        self.events.append(Event(_DELETE, tombstone, prev))
+
+    def rollback(self) -> None:
+        index = self.store._index
+        for key in reversed(self.touched):
+            history = index[key]
+            history.revisions.pop()
+            history.subs.pop()
+            history.kvs.pop()
+            if not history.revisions:
+                del index[key]
+        self.touched.clear()
+        self.events.clear()
+
+    def commit(self) -> int:
+        """Make the writes the new revision (if there were any); returns the store's
+        revision afterwards."""
+        store = self.store
+        if not self.events:
+            return store._revision
+        events = tuple(self.events)
+        store._revision = self.revision
+        store._events[self.revision] = events
+        store._index_leases(events)
+        if store.on_commit is not None:
+            store.on_commit(self.revision, events)
+        return self.revision
+
+
+@attrs.define
+class MVCCStore:
+    """The versioned key space. Writes are ``put``, ``delete_range``, ``txn`` (each one
+    write transaction) and ``delete_keys`` (lease revocation); reads are ``range`` and the
+    event accessors. Requests and responses are the ``pnyx.core.wire`` messages; response
+    headers carry only the revision (the server fills term and member).
+
+    ``lease_exists`` tells whether a lease id may be attached by a put; ``on_commit`` is
+    called with ``(revision, events)`` after every new revision (the watch hub's feed).
+    """
+
+    lease_exists: Callable[[int], bool] = attrs.field(default=lambda _lease: True)
+    on_commit: Callable[[int, tuple[Event, ...]], None] | None = None
+    _index: SortedDict[bytes, _History] = attrs.field(init=False, factory=SortedDict)
+    _revision: int = attrs.field(init=False, default=FIRST_REVISION)
+    _compact_revision: int = attrs.field(init=False, default=0)
+    # revision -> its events in order; every revision after FIRST_REVISION has some.
+    _events: dict[int, tuple[Event, ...]] = attrs.field(init=False, factory=dict)
+    # lease id -> keys whose live version carries it (derived from the index).
+    _lease_keys: dict[int, set[bytes]] = attrs.field(init=False, factory=dict)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    @property
+    def compact_revision(self) -> int:
+        """Reads below this revision are refused; 0 if nothing was ever compacted."""
+        return self._compact_revision
+
+    def header(self) -> ResponseHeader:
+        return ResponseHeader(revision=self._revision)
+
+    # ------------------------------------------------------------------ reads
+
+    def range(self, request: RangeRequest) -> RangeResponse:
+        """Serve a range read at the current or a retained past revision."""
+        partial = self._range(request, self._revision, self._revision)
+        return RangeResponse(self.header(), *partial)
+
+    def get(self, key: bytes, revision: int = 0) -> KeyValue | None:
+        """The live version of one key at ``revision`` (0: current), or None."""
+        revision = self._read_revision(revision, self._revision, self._revision)
+        history = self._index.get(key)
+        return None if history is None else history.at(revision)
+
+    def events(self, revision: int) -> tuple[Event, ...]:
+        """The events of one retained revision (empty for a revision without writes).
+        Raises CompactedError / FutureRevisionError outside the retained range."""
+        self._check_event_revision(revision)
+        return self._events.get(revision, ())
+
+    def events_between(
+        self, start_revision: int, end_revision: int
+    ) -> Iterator[tuple[int, tuple[Event, ...]]]:
+        """``(revision, events)`` for every revision in ``[start_revision, end_revision]``
+        that has events, in order. The caller checks the start against the compaction."""
+        self._check_event_revision(start_revision)
+        events = self._events
+        for revision in range(max(start_revision, FIRST_REVISION + 1), end_revision + 1):
+            batch = events.get(revision)
+            if batch is not None:
+                yield revision, batch
+
+    def key_events_between(
+        self, key: bytes, start_revision: int, end_revision: int
+    ) -> Iterator[tuple[int, list[Event]]]:
+        """Like ``events_between`` restricted to one key, served from the key's own history
+        (no scan of unrelated revisions)."""
+        self._check_event_revision(start_revision)
+        history = self._index.get(key)
+        if history is None:
+            return
+        revisions = history.revisions
+        kvs = history.kvs
+        i = bisect_left(revisions, start_revision)
+        j = bisect_right(revisions, end_revision)
+        current_revision = -1
+        batch: list[Event] = []
+        for position in range(i, j):
+            kv = kvs[position]
+            prev = kvs[position - 1] if position > 0 else None
+            if prev is not None and not prev.version:
+                prev = None
+            event = Event(_PUT if kv.version else _DELETE, kv, prev)
+            if revisions[position] != current_revision:
+                if batch:
+                    yield current_revision, batch
+                current_revision = revisions[position]
+                batch = []
+            batch.append(event)
+        if batch:
+            yield current_revision, batch
+
+    def lease_keys(self, lease: int) -> list[bytes]:
+        """The keys whose current version is attached to ``lease``, sorted."""
+        return sorted(self._lease_keys.get(lease, ()))
+
+    def key_count(self) -> int:
+        """Keys with a retained history (live or not); a cheap size measure."""
+        return len(self._index)
+
+    # ------------------------------------------------------------------ writes
+
+    def put(self, request: PutRequest) -> PutResponse:
+        txn = _WriteTxn(self, self._revision + 1)
+        try:
+            prev = self._put(txn, request)
+        except BaseException:
+            txn.rollback()
+            raise
+        txn.commit()
+        return PutResponse(self.header(), prev if request.prev_kv else None)
+
+    def delete_range(self, request: DeleteRangeRequest) -> DeleteRangeResponse:
+        txn = _WriteTxn(self, self._revision + 1)
+        deleted = self._delete_range(txn, request.key, request.range_end)
+        txn.commit()
+        return DeleteRangeResponse(
+            self.header(), len(deleted), tuple(deleted) if request.prev_kv else ()
+        )
+
+    def delete_keys(self, keys: Iterable[bytes]) -> int:
+        """Delete the given keys (those live) in one revision, in the order given; returns
+        the store's revision afterwards. Used to revoke a lease."""
+        txn = _WriteTxn(self, self._revision + 1)
+        index = self._index
+        for key in keys:
+            history = index.get(key)
+            prev = None if history is None else history.latest()
+            if history is not None and prev is not None:
+                txn.delete(key, history, prev)
+        return txn.commit()
+
+    def txn(self, request: TxnRequest) -> TxnResponse:
+        plan = self._plan(request, self._revision)
+        txn = _WriteTxn(self, self._revision + 1)
+        try:
+            partial = self._run_txn(txn, request, plan)
+        except BaseException:
+            txn.rollback()
+            raise
+        txn.commit()
+        return self._build(request, partial, self.header())  # type: ignore[return-value]
+
+    def compact(self, revision: int) -> None:
+        """Drop the history needed only for reads below ``revision`` (see module doc)."""
+        if revision <= self._compact_revision:
+            raise CompactedError(compact_revision=self._compact_revision)
+        if revision > self._revision:
+            raise FutureRevisionError(
+                f"compaction revision {revision} is after the current revision {self._revision}"
+            )
+        index = self._index
+        emptied: list[bytes] = []
+        for key, history in index.items():
+            revisions = history.revisions
+            # The last version below the compaction is kept if live: it is the key's value
+            # at `revision` or the prev_kv of the key's first retained event.
+            last_below = bisect_left(revisions, revision) - 1
+            if last_below < 0:
+                continue
+            keep_from = last_below if history.kvs[last_below].version else last_below + 1
+            if keep_from:
+                del revisions[:keep_from]
+                del history.subs[:keep_from]
+                del history.kvs[:keep_from]
+                if not revisions:
+                    emptied.append(key)
+        for key in emptied:
+            del index[key]
+        events = self._events
+        for old in range(max(self._compact_revision, FIRST_REVISION), revision):
+            events.pop(old, None)
+        self._compact_revision = revision
+
+    # ------------------------------------------------------------------ snapshot
+
+    def dump(self) -> list[Any]:
+        """Everything needed to rebuild an identical store, as msgpack-ready lists."""
+        keys: list[Any] = []
+        for key, history in self._index.items():
+            versions = [
+                [revision, sub, kv.create_revision, kv.version, kv.value, kv.lease]
+                for revision, sub, kv in zip(
+                    history.revisions, history.subs, history.kvs, strict=True
+                )
+            ]
+            keys.append([key, versions])
+        return [self._revision, self._compact_revision, keys]
+
+    @classmethod
+    def load(
+        cls,
+        dumped: Sequence[Any],
+        lease_exists: Callable[[int], bool] = lambda _lease: True,
+        on_commit: Callable[[int, tuple[Event, ...]], None] | None = None,
+    ) -> MVCCStore:
+        """The store ``dump`` described; the event log and lease index are rebuilt."""
+        revision, compact_revision, keys = dumped
+        store = cls(lease_exists=lease_exists, on_commit=on_commit)
+        store._revision = revision
+        store._compact_revision = compact_revision
+        by_revision: dict[int, list[tuple[int, Event]]] = {}
+        index = store._index
+        for key, versions in keys:
+            revisions: list[int] = []
+            subs: list[int] = []
+            kvs: list[KeyValue] = []
+            prev: KeyValue | None = None
+            for main, sub, create_revision, version, value, lease in versions:
+                kv = KeyValue(key, create_revision, main, version, value, lease)
+                revisions.append(main)
+                subs.append(sub)
+                kvs.append(kv)
+                if main >= compact_revision:
+                    event = Event(_PUT if version else _DELETE, kv, prev)
+                    by_revision.setdefault(main, []).append((sub, event))
+                prev = kv if version else None
+            index[key] = _History(revisions, subs, kvs)
+            if prev is not None and prev.lease:
+                store._lease_keys.setdefault(prev.lease, set()).add(key)
+        for main in sorted(by_revision):
+            store._events[main] = tuple(event for _sub, event in sorted(by_revision[main]))
+        return store
+
+    # ------------------------------------------------------------------ internals
+
+    def _read_revision(self, revision: int, view: int, newest: int) -> int:
+        """The revision a read asking for ``revision`` is served at; ``view`` is what 0
+        means, ``newest`` the latest revision that may be asked for explicitly."""
+        if revision <= 0:
+            return view
+        if revision > newest:
+            raise FutureRevisionError(f"revision {revision} is after the current revision {newest}")
+        if revision < self._compact_revision:
+            raise CompactedError(compact_revision=self._compact_revision)
+        return revision
+
+    def _check_event_revision(self, revision: int) -> None:
+        if revision < self._compact_revision:
+            raise CompactedError(compact_revision=self._compact_revision)
+        if revision > self._revision + 1:
+            raise FutureRevisionError(
+                f"revision {revision} is after the current revision {self._revision}"
+            )
+
+    def _live(self, key: bytes, range_end: bytes, revision: int) -> list[KeyValue]:
+        """The live versions at ``revision`` of the keys in the range, in key order."""
+        index = self._index
+        if not range_end:
+            history = index.get(key)
+            if history is None:
+                return []
+            kv = history.at(revision)
+            return [] if kv is None else [kv]
+        start = index.bisect_left(key)
+        if range_end == OPEN_END:
+            stop = len(index)
+        elif range_end <= key:
+            return []
+        else:
+            stop = index.bisect_left(range_end)
+        out: list[KeyValue] = []
+        for history in index.values()[start:stop]:
+            kv = history.at(revision)
+            if kv is not None:
+                out.append(kv)
+        return out
+
+    def _range(self, request: RangeRequest, view: int, newest: int) -> _Partial:
+        """``(kvs, more, count)`` of a range read."""
+        revision = self._read_revision(request.revision, view, newest)
+        kvs = self._live(request.key, request.range_end, revision)
+        count = len(kvs)
+        if request.count_only:
+            return ((), False, count)
+        if request.min_mod_revision:
+            kvs = [kv for kv in kvs if kv.mod_revision >= request.min_mod_revision]
+        if request.max_mod_revision:
+            kvs = [kv for kv in kvs if kv.mod_revision <= request.max_mod_revision]
+        if request.min_create_revision:
+            kvs = [kv for kv in kvs if kv.create_revision >= request.min_create_revision]
+        if request.max_create_revision:
+            kvs = [kv for kv in kvs if kv.create_revision <= request.max_create_revision]
+        kvs = _sorted(kvs, request.sort_order, request.sort_target)
+        more = False
+        if 0 < request.limit < len(kvs):
+            kvs = kvs[: request.limit]
+            more = True
+        if request.keys_only:
+            kvs = [attrs.evolve(kv, value=b"") for kv in kvs]
+        return (tuple(kvs), more, count)
+
+    def _put(self, txn: _WriteTxn, request: PutRequest) -> KeyValue | None:
+        value = request.value
+        lease = request.lease
+        if request.ignore_value or request.ignore_lease:
+            history = self._index.get(request.key)
+            current = None if history is None else history.latest()
+            if current is None:
+                raise InvalidRequestError("key not found (ignore_value/ignore_lease)")
+            if request.ignore_value:
+                if value:
+                    raise InvalidRequestError("value given with ignore_value")
+                value = current.value
+            if request.ignore_lease:
+                if lease:
+                    raise InvalidRequestError("lease given with ignore_lease")
+                lease = current.lease
+        if lease and not request.ignore_lease and not self.lease_exists(lease):
+            raise LeaseNotFoundError(f"lease {lease} not found")
+        return txn.put(request.key, value, lease)
+
+    def _delete_range(self, txn: _WriteTxn, key: bytes, range_end: bytes) -> list[KeyValue]:
+        deleted = self._live(key, range_end, txn.revision)
+        index = self._index
+        for prev in deleted:
+            txn.delete(prev.key, index[prev.key], prev)
+        return deleted
+
+    def _compare(self, compare: Compare, revision: int) -> bool:
+        target = compare.target
+        expected = compare.value
+        if (target == CompareTarget.VALUE) != isinstance(expected, bytes):
+            raise InvalidRequestError(f"compare on {target.name} with a {type(expected)}")
+        kvs = self._live(compare.key, compare.range_end, revision)
+        if not kvs:
+            # As etcd: a missing key fails every VALUE compare and otherwise compares as
+            # version / revisions / lease 0.
+            if target == CompareTarget.VALUE:
+                return False
+            kvs = [KeyValue(compare.key)]
+        result = compare.result
+        for kv in kvs:
+            actual: bytes | int
+            if target == CompareTarget.VALUE:
+                actual = kv.value
+            elif target == CompareTarget.VERSION:
+                actual = kv.version
+            elif target == CompareTarget.CREATE:
+                actual = kv.create_revision
+            elif target == CompareTarget.MOD:
+                actual = kv.mod_revision
+            elif target == CompareTarget.LEASE:
+                actual = kv.lease
+            else:
+                raise InvalidRequestError(f"unknown compare target {target}")
+            if result == CompareResult.EQUAL:
+                holds = actual == expected
+            elif result == CompareResult.NOT_EQUAL:
+                holds = actual != expected
+            elif result == CompareResult.LESS:
+                holds = actual < expected  # type: ignore[operator]
+            elif result == CompareResult.GREATER:
+                holds = actual > expected  # type: ignore[operator]
+            else:
+                raise InvalidRequestError(f"unknown compare result {result}")
+            if not holds:
+                return False
+        return True
+
+    def _plan(self, request: TxnRequest, revision: int) -> _Plan:
+        """Decide every branch of the transaction against the state at ``revision``
+        (before any op runs), as etcd does."""
+        succeeded = all(self._compare(compare, revision) for compare in request.compare)
+        ops = request.success if succeeded else request.failure
+        nested = tuple(
+            self._plan(op, revision) if isinstance(op, TxnRequest) else None for op in ops
+        )
+        return _Plan(succeeded, nested)
+
+    def _run_txn(self, txn: _WriteTxn, request: TxnRequest, plan: _Plan) -> _Partial:
+        ops = request.success if plan.succeeded else request.failure
+        partials: list[_Partial] = []
+        for op, nested in zip(ops, plan.nested, strict=True):
+            if isinstance(op, PutRequest):
+                prev = self._put(txn, op)
+                partials.append((prev if op.prev_kv else None,))
+            elif isinstance(op, RangeRequest):
+                partials.append(self._range(op, txn.revision, self._revision))
+            elif isinstance(op, DeleteRangeRequest):
+                deleted = self._delete_range(txn, op.key, op.range_end)
+                partials.append((len(deleted), tuple(deleted) if op.prev_kv else ()))
+            elif isinstance(op, TxnRequest):
+                assert nested is not None
+                partials.append(self._run_txn(txn, op, nested))
+            else:
+                raise InvalidRequestError(f"{type(op).__name__} is not a transaction op")
+        return (plan.succeeded, partials)
+
+    def _build(self, op: RequestOp, partial: _Partial, header: ResponseHeader) -> ResponseOp:
+        if isinstance(op, RangeRequest):
+            return RangeResponse(header, *partial)
+        if isinstance(op, PutRequest):
+            return PutResponse(header, *partial)
+        if isinstance(op, DeleteRangeRequest):
+            return DeleteRangeResponse(header, *partial)
+        succeeded, partials = partial
+        ops = op.success if succeeded else op.failure
+        return TxnResponse(
+            header,
+            succeeded,
+            tuple(
+                self._build(inner, inner_partial, header)
+                for inner, inner_partial in zip(ops, partials, strict=True)
+            ),
+        )
+
+    def _index_leases(self, events: tuple[Event, ...]) -> None:
+        lease_keys = self._lease_keys
+        for event in events:
+            prev = event.prev_kv
+            if prev is not None and prev.lease:
+                keys = lease_keys.get(prev.lease)
+                if keys is not None:
+                    keys.discard(prev.key)
+                    if not keys:
+                        del lease_keys[prev.lease]
+            kv = event.kv
+            if kv.lease:
+                lease_keys.setdefault(kv.lease, set()).add(kv.key)
+
+
+def _sorted(kvs: list[KeyValue], order: SortOrder, target: SortTarget) -> list[KeyValue]:
+    """Sort as etcd: results come in ascending key order already, so KEY/ASCEND and NONE
+    are free; a target other than KEY with order NONE means ascending. The sort is stable:
+    ties stay in key order."""
+    if target == SortTarget.KEY:
+        if order == SortOrder.DESCEND:
+            return kvs[::-1]
+        return kvs
+    if order == SortOrder.NONE:
+        order = SortOrder.ASCEND
+    key: Callable[[KeyValue], Any]
+    if target == SortTarget.VERSION:
+        key = _by_version
+    elif target == SortTarget.CREATE:
+        key = _by_create
+    elif target == SortTarget.MOD:
+        key = _by_mod
+    elif target == SortTarget.VALUE:
+        key = _by_value
+    else:
+        raise InvalidRequestError(f"unknown sort target {target}")
+    return sorted(kvs, key=key, reverse=order == SortOrder.DESCEND)
+
+
+def _by_version(kv: KeyValue) -> int:
+    return kv.version
+
+
+def _by_create(kv: KeyValue) -> int:
+    return kv.create_revision
+
+
+def _by_mod(kv: KeyValue) -> int:
+    return kv.mod_revision
+
+
+def _by_value(kv: KeyValue) -> bytes:
+    return kv.value
