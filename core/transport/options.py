@@ -1,0 +1,53 @@
+"""Socket options of the node's ZeroMQ sockets, in one place.
+
+``SocketOptions`` holds every knob (high-water marks, heartbeats, reconnect intervals,
+the client message size cap) with defaults chosen for a small cluster on a LAN or on
+loopback; ``apply_common`` sets what every socket of a node shares.
+
+This module only configures sockets; it must never bind, connect, send or receive.
+"""
+
+from __future__ import annotations
+
+import attrs
+import zmq
+
+
+@attrs.frozen
+class SocketOptions:
+    """ZeroMQ options of a node's sockets. Times are milliseconds."""
+
+    peer_send_hwm: int = 4096
+    """ZeroMQ messages queued per peer DEALER before sends drop (Raft retransmits).
+    One message carries all Raft messages of one Ready for that peer."""
+    peer_receive_hwm: int = 16384
+    client_send_hwm: int = 65536
+    """Replies (batches) queued per client connection before they are dropped; a client
+    that stops reading loses replies rather than growing the node's memory."""
+    client_receive_hwm: int = 65536
+    heartbeat_interval: int = 1000
+    """ZMTP heartbeats find a dead TCP peer (and let the node forget a dead client)."""
+    heartbeat_timeout: int = 3000
+    heartbeat_ttl: int = 3000
+    handshake_interval: int = 3000
+    """A connection whose ZMTP handshake does not finish in time is dropped."""
+    reconnect_interval: int = 100
+    reconnect_interval_max: int = 1000
+    """Back-off bound for reconnecting to a peer that is down."""
+    max_client_message_bytes: int = 8 << 20
+    """ZMQ_MAXMSGSIZE on the client ROUTER: a larger message drops the connection before
+    it is read. Kept above ``Limits.max_message_bytes`` so that a message merely over
+    the protocol limit still reaches the decoder and gets a typed error reply; only
+    grossly oversized input is cut off at the socket."""
+
+
+def apply_common(socket: zmq.Socket[bytes], options: SocketOptions) -> None:
+    """Options every node socket shares: never block close on unsent data, detect dead
+    connections with ZMTP heartbeats, bound the handshake."""
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.HEARTBEAT_IVL, options.heartbeat_interval)
+    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, options.heartbeat_timeout)
+    socket.setsockopt(zmq.HEARTBEAT_TTL, options.heartbeat_ttl)
+    socket.setsockopt(zmq.HANDSHAKE_IVL, options.handshake_interval)
+    socket.setsockopt(zmq.RECONNECT_IVL, options.reconnect_interval)
+    socket.setsockopt(zmq.RECONNECT_IVL_MAX, options.reconnect_interval_max)
