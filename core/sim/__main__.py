@@ -1,0 +1,68 @@
+"""``python -m pnyx.core.sim``: run many simulation seeds, print each failure with its
+reproduction command and a summary line, exit non-zero on any violation.
+
+This entry point is the only place of the simulator that reads the wall clock (to report
+how long the run took); the simulations themselves never do.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from pnyx.core.sim.runner import run_seed, seed_configs
+
+
+@click.command()
+@click.option("--seeds", default=100, show_default=True, help="How many seeds to run.")
+@click.option("--start", default=0, show_default=True, help="The first seed.")
+@click.option(
+    "--nodes",
+    type=click.Choice(["3", "5"]),
+    default=None,
+    help="Cluster size (default: 3 for even seeds, 5 for odd ones).",
+)
+@click.option("--ticks", default=600, show_default=True, help="Length of the fault phase.")
+@click.option("--faults/--no-faults", default=True, show_default=True)
+@click.option("--membership/--no-membership", default=True, show_default=True)
+@click.option("-v", "--verbose", count=True, help="-v: one line per seed; -vv: full trace.")
+def main(
+    *,
+    seeds: int,
+    start: int,
+    nodes: str | None,
+    ticks: int,
+    faults: bool,
+    membership: bool,
+    verbose: int,
+) -> None:
+    began = time.perf_counter()
+    operations = violations = 0
+    configs = seed_configs(
+        seeds,
+        start,
+        int(nodes) if nodes is not None else None,
+        ticks=ticks,
+        faults=faults,
+        membership=membership,
+    )
+    for config in configs:
+        result = run_seed(config, trace=click.echo if verbose >= 2 else None)
+        operations += result.operations
+        if not result.ok:
+            violations += 1
+            click.echo(result.report())
+        elif verbose:
+            click.echo(result.report())
+    elapsed = time.perf_counter() - began
+    click.echo(
+        f"seeds={seeds} ops={operations} violations={violations} "
+        f"time={elapsed:.1f}s ({elapsed / max(seeds, 1):.2f}s/seed)"
+    )
+    sys.exit(1 if violations else 0)
+
+
+if __name__ == "__main__":
+    main()
