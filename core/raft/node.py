@@ -19,6 +19,7 @@ them to plant a known bug and check that the simulator catches it:
 - ``_grant_vote``: whether to grant a (pre-)vote request.
 - ``_in_leader_lease``: whether a live leader was heard from recently (CheckQuorum).
 - ``_handle_append`` / ``_handle_snapshot``: the follower side of replication.
+- ``_on_stale_term``: a message from an older term is answered or dropped, never used.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from pnyx.core.errors import ProposalDroppedError
+from pnyx.core.errors import InvalidRequestError, ProposalDroppedError
 from pnyx.core.raft.codec import decode_conf_change, encode_conf_change
 from pnyx.core.raft.log import RaftLog
 from pnyx.core.raft.progress import Inflights, Progress, ProgressState
@@ -64,7 +65,7 @@ from pnyx.core.raft.types import (
     VoteResponse,
 )
 
-__all__ = ["PeerProgress", "RaftNode", "RaftStatus", "VoteResult"]
+__all__ = ["PeerProgress", "RaftNode", "RaftStatus", "VoteResult", "apply_conf_change"]
 
 _FOLLOWER = Role.FOLLOWER
 _PRE_CANDIDATE = Role.PRE_CANDIDATE
@@ -873,7 +874,8 @@ class RaftNode:
                     pr.become_probe()
                 self._send_append(message.sender, pr, True)
             return
-        if pr.maybe_update(message.index):
+        # A probe answered at the match index we already knew also ends the probe.
+        if pr.maybe_update(message.index) or (pr.state is _PROBE and message.index == pr.match):
             state = pr.state
             if state is _PROBE:
                 pr.become_replicate()
@@ -882,7 +884,8 @@ class RaftNode:
                     pr.become_replicate()
             else:
                 pr.inflights.free_up_to(message.index)
-            self._maybe_commit()
+            if self._maybe_commit() and self._role is not _LEADER:
+                return  # the commit removed this leader: it stepped down
             sent = self._send_append(message.sender, pr, False)
             while sent and pr.state is _REPLICATE and pr.next <= log.last_index:
                 sent = self._send_append(message.sender, pr, False)
@@ -1017,7 +1020,7 @@ class RaftNode:
             if entry.type is _CONF_CHANGE:
                 try:
                     change = decode_conf_change(entry.data)
-                except Exception:  # malformed payload from a peer: drop that proposal
+                except InvalidRequestError:  # malformed payload from a peer: drop it
                     continue
                 if self._conf_change_refusal(change) is not None:
                     continue

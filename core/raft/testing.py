@@ -278,3 +278,36 @@ class LocalCluster:
             member.applied = list(self.snapshot_states.get(disk.snapshot.data, []))
         self.members[node_id] = member
         return node
+
+    def set_log(self, node_id: int, terms: Iterable[int], term: int | None = None) -> RaftNode:
+        """Restart ``node_id`` with the bootstrap entries followed by one entry per item
+        of ``terms`` (payload: its index), current term ``term`` (default: the last of
+        ``terms``), commit index at the end of the bootstrap entries."""
+        member = self.members[node_id]
+        while member.node.has_ready():
+            self.handle_ready(node_id)
+        disk = member.disk
+        self.crash(node_id)
+        bootstrap = [e for e in disk.entries if e.term == 1 and e.type is EntryType.CONF_CHANGE]
+        disk.entries = list(bootstrap)
+        terms = list(terms)
+        for term_of_entry in terms:
+            index = len(disk.entries) + 1
+            disk.entries.append(Entry(term_of_entry, index, EntryType.NORMAL, b"%d" % index))
+        current = term if term is not None else max([1, *terms])
+        disk.hard_state = HardState(term=current, vote=NONE, commit=len(bootstrap))
+        return self.restart(node_id)
+
+    # --- inspection ------------------------------------------------------------------
+
+    def queued(
+        self, kind: type | None = None, to: int | None = None, sender: int | None = None
+    ) -> list[Message]:
+        """Messages waiting on the network, optionally filtered."""
+        return [
+            m
+            for m in self.network
+            if (kind is None or type(m) is kind)
+            and (to is None or m.to == to)
+            and (sender is None or m.sender == sender)
+        ]
