@@ -1102,9 +1102,9 @@ class RaftNode:
         if self._conf.voters == {self._id}:
             self._answer_read(request, log.committed)
             return
+        # The round starts at the next Ready (``_flush``): every read that arrives until
+        # then shares it.
         reads.queued.append(request)
-        if reads.round is None:
-            self._start_read_round()
 
     def _start_read_round(self) -> None:
         read_round = self._reads.start_round(self._log.committed)
@@ -1131,8 +1131,6 @@ class RaftNode:
         reads.round = None
         for request in read_round.requests:
             self._answer_read(request, read_round.index)
-        if reads.queued:
-            self._start_read_round()
 
     def _answer_read(self, request: ReadRequest, index: int) -> None:
         if request.requester == self._id:
@@ -1221,6 +1219,8 @@ class RaftNode:
                 self._needs_broadcast = False
                 self._broadcast_commit = self._log.committed
                 self._broadcast_append(send_if_empty=commit_moved)
+            if self._reads.queued and self._reads.round is None:
+                self._start_read_round()
         elif self._forward_buffer:
             if self._leader_id != NONE:
                 self._send(
