@@ -942,7 +942,13 @@ class RaftNode:
             reads.waiting_for_commit = []
             for request in waiting:
                 self._leader_read(request.context, request.requester)
-        if self._id not in self._conf.voters and new >= self._conf_history[-1][0]:
+        conf_index = self._conf_history[-1][0]
+        if old < conf_index:
+            if new < conf_index:
+                return
+            # The newest configuration just committed: stop replicating to removed nodes.
+            self._sync_progress()
+        if self._id not in self._conf.voters and new >= conf_index:
             self._step_down_removed()
 
     def _step_down_removed(self) -> None:
@@ -1059,17 +1065,29 @@ class RaftNode:
         elif self._role is not _FOLLOWER and not self._promotable():
             self._become_follower(self._term, NONE)
 
+    def _replication_targets(self) -> set[int]:
+        """Everyone in the newest configuration, plus those that an uncommitted change
+        removed: they keep getting the log until the change commits, so that a removed
+        follower learns of its removal (and stops campaigning)."""
+        committed = self._log.committed
+        members: set[int] = set()
+        for conf_index, conf in reversed(self._conf_history):
+            members |= conf.voters
+            members |= conf.learners
+            if conf_index <= committed:
+                break
+        members.discard(self._id)
+        return members
+
     def _sync_progress(self) -> None:
         conf = self._conf
-        members = conf.voters | conf.learners
+        members = self._replication_targets()
         progress = self._progress
         for node_id in list(progress):
             if node_id not in members:
                 del progress[node_id]
         next_index = self._log.last_index + 1
         for node_id in members:
-            if node_id == self._id:
-                continue
             pr = progress.get(node_id)
             if pr is None:
                 pr = Progress(inflights=Inflights(self._max_inflight), next=next_index)
