@@ -416,7 +416,6 @@ class WatchHub:
             except FutureRevisionError:
                 watcher.next_revision = current + 1
             if watcher.next_revision > current:
-                del self._unsynced[watcher.watch_id]
                 self._make_synced(watcher)
 
     def _chunk_full(self, watcher: _Watcher) -> bool:
@@ -469,6 +468,7 @@ class WatchHub:
             self._ready[watcher.watch_id] = watcher
 
     def _make_synced(self, watcher: _Watcher) -> None:
+        self._unsynced.pop(watcher.watch_id, None)
         watcher.synced = True
         if watcher.range_end:
             self._ranges.add(watcher)
