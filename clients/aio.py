@@ -1,0 +1,621 @@
+"""``AsyncClient``: the asyncio client. Same methods, names, arguments and results as
+``Client`` (awaitable here), the same retry and failover behaviour (see ``client.py``),
+built on the same ``_core`` and I/O thread: calls are asyncio futures that the I/O thread
+resolves, all those answered in one loop turn with one ``call_soon_threadsafe``.
+
+Use it from one event loop (the one it is first used in). This module waits; it must
+never touch a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+import tenacity
+
+from pnyx.clients import _core
+from pnyx.clients._base import ClientBase
+from pnyx.clients._core import KeyLike, StreamError, WatchCreated, WatchState
+from pnyx.clients._engine import Call, StreamSink, run_callback_safely
+from pnyx.clients.results import (
+    CompactResult,
+    DeleteResult,
+    GetResult,
+    LeaseGrantResult,
+    LeaseKeepAliveResult,
+    LeaseListResult,
+    LeaseTimeToLiveResult,
+    MemberAddResult,
+    MemberListResult,
+    MemberPromoteResult,
+    MemberRemoveResult,
+    PutResult,
+    StatusResult,
+    TxnResult,
+    WatchBatch,
+)
+from pnyx.core import errors
+from pnyx.core.wire import (
+    CompactionRequest,
+    Compare,
+    ErrorResponse,
+    LeaseGrantRequest,
+    LeaseKeepAliveRequest,
+    LeaseLeasesRequest,
+    LeaseRevokeRequest,
+    LeaseTimeToLiveRequest,
+    MemberAddRequest,
+    MemberListRequest,
+    MemberPromoteRequest,
+    MemberRemoveRequest,
+    Request,
+    RequestOp,
+    Response,
+    SortOrder,
+    SortTarget,
+    StatusRequest,
+    WatchFilterType,
+    error_from_response,
+    validate_request,
+)
+
+__all__ = ["AsyncClient", "AsyncLeaseKeepAlive", "AsyncWatch"]
+
+
+class AsyncClient(ClientBase):
+    """An asyncio pnyx client; see ``Client`` for the arguments. ``async with`` closes
+    it, or ``await kv.close()``."""
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] | None = None,
+        *,
+        timeout: float = 5.0,
+        attempt_timeout: float | None = None,
+    ) -> None:
+        super().__init__(endpoints, timeout=timeout, attempt_timeout=attempt_timeout)
+        self._children: weakref.WeakSet[AsyncWatch | AsyncLeaseKeepAlive] = weakref.WeakSet()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        """Stop watches and keep-alives, fail calls in flight, stop the I/O thread."""
+        for child in list(self._children):
+            await child.aclose()
+        # Joining the I/O thread takes a loop turn of it; do not block the event loop.
+        await asyncio.get_running_loop().run_in_executor(None, self._engine.close)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ key-value
+
+    async def put(
+        self,
+        key: KeyLike,
+        value: KeyLike,
+        *,
+        lease: int = 0,
+        prev_kv: bool = False,
+        timeout: float | None = None,
+    ) -> PutResult:
+        """Set ``key`` to ``value`` (attached to ``lease`` if non-zero)."""
+        request = _core.put_request(key, value, lease=lease, prev_kv=prev_kv)
+        return _core.put_result((await self._request(request, timeout))[1])
+
+    async def get(
+        self,
+        key: KeyLike,
+        *,
+        prefix: bool = False,
+        range_end: KeyLike | None = None,
+        revision: int = 0,
+        limit: int = 0,
+        sort_order: SortOrder | str = SortOrder.NONE,
+        sort_target: SortTarget | str = SortTarget.KEY,
+        serializable: bool = False,
+        keys_only: bool = False,
+        count_only: bool = False,
+        min_mod_revision: int = 0,
+        max_mod_revision: int = 0,
+        min_create_revision: int = 0,
+        max_create_revision: int = 0,
+        timeout: float | None = None,
+    ) -> GetResult:
+        """Read one key, every key with ``prefix``, or ``[key, range_end)``; at
+        ``revision`` if non-zero. Linearizable unless ``serializable``."""
+        request = _core.range_request(
+            key,
+            prefix=prefix,
+            range_end=range_end,
+            revision=revision,
+            limit=limit,
+            sort_order=sort_order,
+            sort_target=sort_target,
+            serializable=serializable,
+            keys_only=keys_only,
+            count_only=count_only,
+            min_mod_revision=min_mod_revision,
+            max_mod_revision=max_mod_revision,
+            min_create_revision=min_create_revision,
+            max_create_revision=max_create_revision,
+        )
+        return _core.get_result((await self._request(request, timeout))[1])
+
+    async def delete(
+        self,
+        key: KeyLike,
+        *,
+        prefix: bool = False,
+        range_end: KeyLike | None = None,
+        prev_kv: bool = False,
+        timeout: float | None = None,
+    ) -> DeleteResult:
+        """Delete one key, every key with ``prefix``, or ``[key, range_end)``."""
+        request = _core.delete_request(key, prefix=prefix, range_end=range_end, prev_kv=prev_kv)
+        return _core.delete_result((await self._request(request, timeout))[1])
+
+    async def txn(
+        self,
+        compare: Iterable[Compare] = (),
+        success: Iterable[RequestOp] = (),
+        failure: Iterable[RequestOp] = (),
+        *,
+        timeout: float | None = None,
+    ) -> TxnResult:
+        """If every compare holds run ``success``, else ``failure``, atomically."""
+        request = _core.txn_request(compare, success, failure)
+        return _core.txn_result((await self._request(request, timeout))[1])
+
+    async def compact(
+        self, revision: int, physical: bool = False, *, timeout: float | None = None
+    ) -> CompactResult:
+        """Drop history before ``revision``."""
+        request = CompactionRequest(revision, physical)
+        return _core.compact_result((await self._request(request, timeout))[1])
+
+    # ------------------------------------------------------------------ leases
+
+    async def lease_grant(
+        self, ttl: int, id: int = 0, *, timeout: float | None = None
+    ) -> LeaseGrantResult:
+        """A new lease of ``ttl`` seconds (``id`` 0: the cluster picks one)."""
+        return _core.lease_grant_result(
+            (await self._request(LeaseGrantRequest(ttl, id), timeout))[1]
+        )
+
+    async def lease_revoke(self, id: int, *, timeout: float | None = None) -> None:
+        """End the lease now, deleting its keys."""
+        _core.lease_revoke_result((await self._request(LeaseRevokeRequest(id), timeout))[1])
+
+    async def lease_keep_alive_once(
+        self, id: int, *, timeout: float | None = None
+    ) -> LeaseKeepAliveResult:
+        """Refresh the lease once; ``LeaseNotFoundError`` if it is gone."""
+        return _core.lease_keep_alive_result(
+            (await self._request(LeaseKeepAliveRequest(id), timeout))[1]
+        )
+
+    async def lease_time_to_live(
+        self, id: int, keys: bool = False, *, timeout: float | None = None
+    ) -> LeaseTimeToLiveResult:
+        """Seconds left (-1 if gone), and with ``keys`` the keys attached."""
+        return _core.lease_time_to_live_result(
+            (await self._request(LeaseTimeToLiveRequest(id, keys), timeout))[1]
+        )
+
+    async def lease_list(self, *, timeout: float | None = None) -> LeaseListResult:
+        return _core.lease_list_result((await self._request(LeaseLeasesRequest(), timeout))[1])
+
+    def lease_keep_alive(
+        self,
+        id: int,
+        *,
+        ttl: int | None = None,
+        on_lost: Callable[[errors.PnyxError], None] | None = None,
+    ) -> AsyncLeaseKeepAlive:
+        """Keep lease ``id`` alive from a task (every ttl/3) until closed; see
+        ``AsyncLeaseKeepAlive``. Call it inside the running event loop."""
+        self._check_open()
+        handle = AsyncLeaseKeepAlive(self, id, ttl=ttl, on_lost=on_lost)
+        self._children.add(handle)
+        return handle
+
+    # ------------------------------------------------------------------ watches
+
+    def watch(
+        self,
+        key: KeyLike,
+        *,
+        prefix: bool = False,
+        range_end: KeyLike | None = None,
+        start_revision: int = 0,
+        prev_kv: bool = False,
+        filters: Iterable[WatchFilterType | str] = (),
+        progress_notify: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncWatch:
+        """Watch a key, a prefix or a range from ``start_revision`` (0: from when the
+        watch is created). ``await kv.watch(...)`` or ``async with kv.watch(...) as w``
+        creates it; ``async for batch in kv.watch(...)`` creates it on first use."""
+        start, end = _core.key_range(key, prefix, range_end)
+        state = WatchState(
+            key=start,
+            range_end=end,
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            filters=_core.watch_filters(filters),
+            progress_notify=progress_notify,
+        )
+        validate_request(state.create_request())
+        self._check_open()
+        watch = AsyncWatch(self, state, self._timeout if timeout is None else timeout)
+        self._children.add(watch)
+        return watch
+
+    # ------------------------------------------------------------------ cluster
+
+    async def member_list(
+        self, linearizable: bool = False, *, timeout: float | None = None
+    ) -> MemberListResult:
+        return _core.member_list_result(
+            (await self._request(MemberListRequest(linearizable), timeout))[1]
+        )
+
+    async def member_add(
+        self,
+        name: str,
+        peer_urls: Sequence[str],
+        *,
+        learner: bool = False,
+        timeout: float | None = None,
+    ) -> MemberAddResult:
+        """Add a member (as a non-voting learner with ``learner``)."""
+        request = MemberAddRequest(tuple(peer_urls), name, learner)
+        return _core.member_add_result((await self._request(request, timeout))[1])
+
+    async def member_promote(self, id: int, *, timeout: float | None = None) -> MemberPromoteResult:
+        """Make learner ``id`` a voting member."""
+        return _core.member_promote_result(
+            (await self._request(MemberPromoteRequest(id), timeout))[1]
+        )
+
+    async def member_remove(self, id: int, *, timeout: float | None = None) -> MemberRemoveResult:
+        return _core.member_remove_result(
+            (await self._request(MemberRemoveRequest(id), timeout))[1]
+        )
+
+    async def status(
+        self, endpoint: str | None = None, *, timeout: float | None = None
+    ) -> StatusResult:
+        """The status of the member at ``endpoint`` (default: the one the client uses)."""
+        target = _core.normalize_endpoint(endpoint) if endpoint is not None else None
+        answered_by, response = await self._request(StatusRequest(), timeout, target)
+        return _core.status_result(answered_by, response)
+
+    # ------------------------------------------------------------------ calls
+
+    async def _request(
+        self, message: Request, timeout: float | None, endpoint: str | None = None
+    ) -> tuple[str, Response]:
+        self._check_open()
+        validate_request(message)
+        total = self._timeout if timeout is None else timeout
+        deadline = time.monotonic() + total
+        seq = self._identity.seq_for(message)
+        try:
+            return await self._attempt(message, seq, deadline, endpoint)
+        except errors.PnyxError as exc:
+            if not _core.should_retry(message, seq, exc):
+                raise
+        async for attempt in tenacity.AsyncRetrying(
+            **self._retry_settings(message, seq, deadline, total)
+        ):
+            with attempt:
+                return await self._attempt(message, seq, deadline, endpoint)
+        raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+    async def _attempt(
+        self, message: Request, seq: int, deadline: float, endpoint: str | None
+    ) -> tuple[str, Response]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise errors.TimeoutError("deadline passed before the attempt")
+        call = Call(
+            message,
+            seq,
+            min(self._attempt_timeout, remaining),
+            endpoint=endpoint,
+            loop=asyncio.get_running_loop(),
+        )
+        self._engine.submit(call)
+        assert call.future is not None
+        # The engine resolves every call by its deadline (or when the client closes).
+        await call.future
+        if call.error is not None:
+            raise call.error
+        response = call.response
+        assert response is not None
+        if type(response) is ErrorResponse:
+            raise error_from_response(response)
+        return call.endpoint, response
+
+
+class AsyncWatch:
+    """The asyncio face of ``Watch`` (same guarantees: per-revision batches, resume
+    without gap or duplicate, ``CompactedError`` on a compacted start). Awaiting it or
+    entering ``async with`` creates the watch; ``async for`` creates it on first use."""
+
+    def __init__(self, client: AsyncClient, state: WatchState, timeout: float) -> None:
+        self._client = client
+        self._state = state
+        self._timeout = timeout
+        self._sink: StreamSink | None = None
+        self._call: Call | None = None
+        self._started = False
+        self._closed = False
+        self._failed: errors.PnyxError | None = None
+        self._fruitless_resumes = 0
+        self._fruitless_since = 0.0
+
+    @property
+    def next_revision(self) -> int:
+        """The first revision not delivered yet: watch from here to continue."""
+        return self._state.next_revision
+
+    @property
+    def watch_id(self) -> int:
+        return self._state.watch_id
+
+    def __await__(self) -> Generator[Any, None, AsyncWatch]:
+        return self._start().__await__()
+
+    async def _start(self) -> AsyncWatch:
+        if not self._started:
+            self._started = True
+            self._sink = StreamSink(asyncio.get_running_loop())
+            await self._open()
+        return self
+
+    async def __aenter__(self) -> AsyncWatch:
+        return await self._start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[WatchBatch]:
+        return self
+
+    async def __anext__(self) -> WatchBatch:
+        batch = await self._next(None)
+        assert batch is not None
+        return batch
+
+    async def get(self, timeout: float | None = None) -> WatchBatch | None:
+        """The next batch, or None if none came within ``timeout`` seconds."""
+        return await self._next(timeout)
+
+    def close(self) -> None:
+        """Cancel the watch; iteration ends (``StopAsyncIteration``)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._state.canceling = True
+        if self._call is not None and not self._client._engine.is_closed:
+            with contextlib.suppress(errors.ClientError):
+                self._client._engine.cancel(self._call)
+        if self._sink is not None:
+            self._sink.put_items([StreamError(errors.ClientError("watch canceled"), False)])
+
+    cancel = close
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def _next(self, timeout: float | None) -> WatchBatch | None:
+        if not self._started and not self._closed:
+            await self._start()
+        assert self._sink is not None or self._closed
+        while True:
+            if self._failed is not None:
+                raise self._failed
+            if self._sink is None or (self._closed and self._sink.queue.empty()):
+                raise StopAsyncIteration
+            queue: asyncio.Queue[_core.StreamItem] = self._sink.queue  # type: ignore[assignment]
+            try:
+                if timeout is None:
+                    item = await queue.get()
+                else:
+                    item = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                return None
+            if type(item) is WatchBatch:
+                if item.events:
+                    self._fruitless_resumes = 0
+                return item
+            if type(item) is StreamError:
+                if self._closed or self._state.canceling:
+                    raise StopAsyncIteration
+                if not item.resumable:
+                    self._fail(item.error)
+                try:
+                    await self._resume(item.error)
+                except errors.PnyxError as exc:
+                    self._fail(exc)
+
+    def _fail(self, error: errors.PnyxError) -> None:
+        self._failed = error
+        self._closed = True
+        raise error
+
+    async def _resume(self, cause: errors.PnyxError) -> None:
+        now = time.monotonic()
+        if self._fruitless_resumes == 0:
+            self._fruitless_since = now
+        elif now - self._fruitless_since > self._timeout:
+            raise _core.give_up(cause, self._timeout) from cause
+        pause = _core.backoff(self._fruitless_resumes + 1, cause, self._client._random.random())
+        self._fruitless_resumes += 1
+        if pause:
+            await asyncio.sleep(pause)
+        await self._open()
+
+    async def _open(self) -> None:
+        request = self._state.create_request()
+        total = self._timeout
+        deadline = time.monotonic() + total
+        try:
+            await self._attempt(deadline)
+            return
+        except errors.PnyxError as exc:
+            if not _core.should_retry(request, 0, exc):
+                raise
+        async for attempt in tenacity.AsyncRetrying(
+            **self._client._retry_settings(request, 0, deadline, total)
+        ):
+            with attempt:
+                await self._attempt(deadline)
+                return
+
+    async def _attempt(self, deadline: float) -> None:
+        if self._closed:
+            raise errors.ClientError("watch canceled")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise errors.TimeoutError("deadline passed before the attempt")
+        assert self._sink is not None
+        self._state.begin_attempt()
+        call = Call(
+            self._state.create_request(),
+            0,
+            min(self._client._attempt_timeout, remaining),
+            stream=self._state,
+            sink=self._sink,
+        )
+        self._call = call
+        self._client._engine.submit(call)
+        queue: asyncio.Queue[_core.StreamItem] = self._sink.queue  # type: ignore[assignment]
+        try:
+            item = await asyncio.wait_for(queue.get(), call.timeout + 1.0)
+        except TimeoutError:
+            raise errors.TimeoutError("the client's I/O thread did not answer") from None
+        if type(item) is WatchCreated:
+            return
+        if type(item) is StreamError:
+            raise item.error
+        raise errors.PnyxError(f"protocol error: watch got {type(item).__name__} first")
+
+
+class AsyncLeaseKeepAlive:
+    """The asyncio face of ``LeaseKeepAlive``: a task refreshing the lease every ttl/3
+    until ``close()``/``aclose()``; ``lost``, ``error``, ``valid_until``, ``on_lost``
+    (called in the event loop) and ``await wait_lost()`` report loss."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        lease_id: int,
+        *,
+        ttl: int | None = None,
+        on_lost: Callable[[errors.PnyxError], None] | None = None,
+    ) -> None:
+        self.id = lease_id
+        self._client = client
+        self._on_lost = on_lost
+        self._lost = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.error: errors.PnyxError | None = None
+        self.ttl: int | None = ttl
+        self.valid_until = time.monotonic() + (ttl if ttl is not None else client.timeout)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"pnyx-keepalive-{lease_id:x}"
+        )
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+    async def wait_lost(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._lost.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop refreshing (the lease itself stays until revoked or expired)."""
+        self._stop.set()
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def __aenter__(self) -> AsyncLeaseKeepAlive:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            sent_at = time.monotonic()
+            remaining = self.valid_until - sent_at
+            if remaining <= 0:
+                self._report(
+                    errors.TimeoutError(f"lease {self.id:x}: no refresh acknowledged in time")
+                )
+                return
+            try:
+                result = await self._client.lease_keep_alive_once(
+                    self.id, timeout=min(self._client.timeout, remaining)
+                )
+            except errors.LeaseNotFoundError as exc:
+                self._report(exc)
+                return
+            except errors.PnyxError as exc:
+                if self._stop.is_set():
+                    return
+                if isinstance(exc, errors.ClientError):
+                    self._report(exc)
+                    return
+                await self._sleep(min(1.0, max(0.05, (self.valid_until - time.monotonic()) / 4)))
+                continue
+            self.ttl = result.ttl
+            self.valid_until = sent_at + result.ttl
+            await self._sleep(max(0.05, result.ttl / 3 - (time.monotonic() - sent_at)))
+
+    def _report(self, error: errors.PnyxError) -> None:
+        self.error = error
+        self._lost.set()
+        callback = self._on_lost
+        if callback is not None:
+            run_callback_safely(lambda: callback(error))
