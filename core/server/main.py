@@ -1,0 +1,67 @@
+"""The process entry point of a node: ``main(argv) -> exit code``.
+
+Parses the command line (``config.build_parser``), configures structlog to write JSON
+lines to stderr, runs the ``Node`` with SIGTERM/SIGINT wired to a graceful stop, and
+maps failures to exit codes (``node.EXIT_*``): 1 for bad configuration, 2 for a storage
+failure (the node must not continue), 3 for a listen address in use.
+
+Only entry points configure logging; library modules just call ``structlog.get_logger``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+import zmq
+
+from pnyx.core.errors import StorageError
+from pnyx.core.server.config import parse_node_args
+from pnyx.core.server.node import (
+    EXIT_ADDRESS_IN_USE,
+    EXIT_CONFIG,
+    EXIT_STORAGE,
+    Node,
+    install_signal_handlers,
+)
+
+__all__ = ["configure_logging", "main"]
+
+
+def configure_logging(level: str = "info") -> None:
+    """JSON lines on stderr: one object per event with timestamp, level and bound context."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config, level = parse_node_args(argv)
+    configure_logging(level)
+    log = structlog.get_logger("pnyx.node").bind(node=config.name)
+    node = Node(config)
+    try:
+        node.open()
+    except zmq.ZMQError as error:
+        log.critical("node.bind_failed", error=str(error))
+        return EXIT_ADDRESS_IN_USE if error.errno == errno.EADDRINUSE else EXIT_CONFIG
+    except StorageError as error:
+        log.critical("node.storage_failed", error=str(error))
+        return EXIT_STORAGE
+    install_signal_handlers(node, signal.signal)
+    return node.run()

@@ -1,0 +1,1234 @@
+"""``Node``: one pnyx member - Raft core, storage, state machine and sockets on one loop.
+
+One thread (the caller of ``run``) owns the ``RaftNode``, the ``KVStateMachine`` (with its
+``WatchHub`` and ``Lessor``) and the ZeroMQ sockets, and runs a plain ``zmq.Poller`` loop
+(not asyncio: a future per message costs 3-5x here). Each iteration:
+
+1. poll, with a timeout of the time left to the next tick;
+2. drain EVERY ready socket in non-blocking batches: peer messages are stepped into Raft;
+   client requests become proposals (writes), join this iteration's ONE ReadIndex
+   context (linearizable reads), or are answered at once (serializable reads, status);
+3. tick on schedule (monotonic clock) and run the timers (request deadlines, lease
+   expiry on the leader, watch progress, publishing this member's client URL);
+4. handle Ready, in the order ``types.Ready`` documents. Entries, hard state and a
+   received snapshot go to the ``WalWriter`` thread; the loop does not wait: it keeps
+   receiving and proposing (the next Ready batches all of it: group commit) until the
+   writer signals completion on an inproc PAIR socket in the poller. Only then are the
+   Ready's messages sent, its committed entries applied, waiting clients answered,
+   read states served and ``advance`` called. A Ready with nothing to persist is handled
+   at once;
+5. drain watch outboxes and flush replies, one ZeroMQ message per client connection.
+
+A Ready whose only durable change is the commit index is not sent through the writer:
+the commit index is never needed before a message leaves (a node that forgets it after
+a crash learns it again from the leader) and it is written with the next batch. This
+keeps the leader's hot path (commit moves -> apply -> answer) free of a disk round trip.
+
+Durability: a write is acknowledged only after it is applied, which is after it is
+committed, which is after a quorum (this node included, for its own proposals) made it
+durable. An fsync failure ends the process with ``EXIT_STORAGE`` (never retried).
+
+Clients: writes are answered by the member that received them, when it applies the entry
+(followers forward proposals through Raft). Waiters are keyed by ``(client_id, seq)``; a
+write without ``seq`` gets a unique key of this process. Requests only the leader can
+serve (lease keep-alive and time-to-live, membership changes) get ``NotLeaderError``
+with the leader's client URL elsewhere. Every malformed input gets a typed error reply;
+whole-message errors, which have no request id to answer, are answered with request id 0.
+
+SIGTERM: a leader hands leadership to its most caught-up voter and waits (bounded) for
+it; every member then answers what it has in flight (bounded) and exits 0.
+
+This module must never block the loop on disk or network, retry a failed fsync, or
+answer a write before it is applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import random
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import attrs
+import msgpack  # type: ignore[import-untyped]  # ships no type information
+import structlog
+import zmq
+
+from pnyx.core.errors import (
+    InvalidRequestError,
+    MemberError,
+    NoLeaderError,
+    NotLeaderError,
+    PnyxError,
+    ProposalDroppedError,
+    TimeoutError,
+)
+from pnyx.core.kv.store import ClientCommand, KVStateMachine, decode_command, encode_command
+from pnyx.core.raft import RaftNode, decode_conf_change, decode_message, encode_message
+from pnyx.core.raft.node import NO_LEADER
+from pnyx.core.raft.types import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    PersistedState,
+    RaftConfig,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    SoftState,
+)
+from pnyx.core.server.config import ClusterState, NodeConfig, member_id
+from pnyx.core.server.members import (
+    MemberContext,
+    MemberRecord,
+    MemberTable,
+    PublishMember,
+    decode_server_command,
+    encode_server_command,
+    is_server_command,
+)
+from pnyx.core.storage import OsFileSystem, Storage, WalWriter
+from pnyx.core.transport import ClientRouter, Malformed, PeerTransport, SendResult
+from pnyx.core.wire.codec import PROTOCOL_VERSION, DecodeError, decode_batch, encode_batch
+from pnyx.core.wire.messages import (
+    MUTATING_REQUESTS,
+    Envelope,
+    Hello,
+    HelloResponse,
+    LeaseKeepAliveRequest,
+    LeaseLeasesRequest,
+    LeaseTimeToLiveRequest,
+    MemberAddRequest,
+    MemberAddResponse,
+    MemberListRequest,
+    MemberListResponse,
+    MemberPromoteRequest,
+    MemberPromoteResponse,
+    MemberRemoveRequest,
+    MemberRemoveResponse,
+    RangeRequest,
+    Request,
+    Response,
+    ResponseHeader,
+    StatusRequest,
+    StatusResponse,
+    WatchCancelRequest,
+    WatchCreateRequest,
+    WatchProgressRequest,
+    WatchResponse,
+    error_response_from_exception,
+)
+
+__all__ = [
+    "EXIT_ADDRESS_IN_USE",
+    "EXIT_CONFIG",
+    "EXIT_OK",
+    "EXIT_STORAGE",
+    "SERVER_VERSION",
+    "Node",
+]
+
+SERVER_VERSION = "0.1.0"
+
+EXIT_OK = 0
+EXIT_CONFIG = 1
+"""Bad configuration or an unexpected error at start-up."""
+EXIT_STORAGE = 2
+"""The disk failed (fsync error, corruption): the node must not continue."""
+EXIT_ADDRESS_IN_USE = 3
+"""A listen address was taken (a test harness retries with other ports)."""
+
+_SNAPSHOT_FORMAT = 1
+_SWEEP_INTERVAL = 0.05
+_PUBLISH_RETRY = 2.0
+_MAX_TICKS_PER_ITERATION = 3
+_WATCH_DRAIN_ROUNDS = 4
+_LEASE_EXPIRY_BATCH = 1000
+_UNANSWERABLE = 0
+"""Request id of replies to input that carried no readable request id."""
+
+
+class _FatalError(Exception):
+    """Stop the loop now with ``code`` (never caught on the way out)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@attrs.define
+class _Waiter:
+    """A client waiting for an answer."""
+
+    routing_id: bytes
+    request_id: int
+    deadline: float
+
+
+@attrs.define
+class _PendingRead:
+    routing_id: bytes
+    request_id: int
+    request: Request
+    deadline: float
+
+
+@attrs.define
+class _ConfWaiter:
+    routing_id: bytes
+    request_id: int
+    deadline: float
+    request: MemberAddRequest | MemberRemoveRequest | MemberPromoteRequest
+    member: MemberRecord | None = None
+
+
+class Node:
+    """One member. Create with ``Node(config)``, then ``open()`` (disk and sockets) and
+    ``run()`` (the loop, until stopped). ``request_stop()`` may be called from a signal
+    handler. A plain class: its state is derived from the config and the recovered disk
+    in ``open``, which an attrs constructor would only obscure."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        config.validate()
+        self.config = config
+        self.id = config.node_id
+        self._log = structlog.get_logger("pnyx.node").bind(node=config.name)
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._poller = zmq.Poller()
+        self._token = os.urandom(8)
+        """Distinguishes this process's read contexts and anonymous writes from those of
+        an earlier incarnation of the same member."""
+        self._kv = KVStateMachine(limits=config.limits)
+        self._members = MemberTable()
+        # Everything this node knows about where members are, from any source (flags,
+        # configuration changes, snapshots, publications); the member table is the
+        # replicated truth, this only feeds the transport and leader hints.
+        self._addresses: dict[int, MemberRecord] = {}
+        self._raft: RaftNode | None = None
+        self._writer: WalWriter | None = None
+        self._peer: PeerTransport | None = None
+        self._client: ClientRouter | None = None
+        self._admin: ClientRouter | None = None
+        self._wake_rx: zmq.Socket[bytes] | None = None
+        self._wake_tx: zmq.Socket[bytes] | None = None
+        self._wake_lock = threading.Lock()
+
+        self._applied = 0
+        self._snapshot_index = 0
+        self._snapshot_future: Future[None] | None = None
+        self._inflight: tuple[Ready, Future[None]] | None = None
+        self._deferred_hard_state: HardState | None = None
+        self._role = Role.FOLLOWER
+        self._leader_id = 0
+
+        self._pending: dict[tuple[bytes, int], list[_Waiter]] = {}
+        self._pending_deadlines: deque[tuple[float, tuple[bytes, int]]] = deque()
+        self._anonymous_seq = 0
+        self._read_batch: list[_PendingRead] = []
+        self._reads_by_context: dict[bytes, list[_PendingRead]] = {}
+        self._reads_waiting: list[tuple[int, int, list[_PendingRead]]] = []
+        self._read_counter = 0
+        self._conf_waiters: dict[tuple[ConfChangeType, int], list[_ConfWaiter]] = {}
+        self._watch_streams: dict[int, tuple[bytes, int]] = {}
+        self._watches_by_connection: dict[bytes, set[int]] = {}
+        self._out: dict[bytes, list[Envelope]] = {}
+
+        self._now = time.monotonic()
+        self._next_tick = self._now
+        self._next_sweep = self._now
+        self._next_progress = self._now + config.progress_interval
+        self._publish_after = self._now
+        self._stop_requested = False
+        self._stopping_since: float | None = None
+        self._removed = False
+        self._exit_code = EXIT_OK
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def raft(self) -> RaftNode:
+        if self._raft is None:
+            raise RuntimeError("Node.open() was not called")
+        return self._raft
+
+    def open(self) -> Node:
+        """Recover from the data directory, start the WAL writer, bind the sockets.
+        Raises ``StorageError`` and ``zmq.ZMQError`` (e.g. EADDRINUSE)."""
+        config = self.config
+        for name, url in config.initial_cluster.items():
+            node_id = member_id(name)
+            self._addresses[node_id] = MemberRecord(
+                node_id, name, url, config.initial_cluster_client.get(name, "")
+            )
+        storage = Storage.open(OsFileSystem(), config.data_dir)
+        persisted = storage.recover()
+        bootstrap: ConfState | None = None
+        fresh = persisted == PersistedState()
+        if fresh and config.initial_cluster_state == ClusterState.NEW:
+            bootstrap = ConfState(voters=frozenset(self._addresses))
+        seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "big")
+        self._raft = RaftNode(
+            RaftConfig(
+                id=self.id,
+                election_tick=config.election_ticks,
+                heartbeat_tick=config.heartbeat_ticks,
+            ),
+            random.Random(seed),
+            persisted,
+            bootstrap,
+        )
+        if persisted.snapshot is not None:
+            self._restore_snapshot(persisted.snapshot)
+        self._learn_addresses(persisted.entries)
+        self._log.info(
+            "node.recovered",
+            fresh=fresh,
+            bootstrap=bootstrap is not None,
+            term=persisted.hard_state.term,
+            commit=persisted.hard_state.commit,
+            snapshot_index=self._snapshot_index,
+            entries=len(persisted.entries),
+        )
+        self._writer = WalWriter(storage).start()
+        try:
+            self._bind()
+        except BaseException:
+            self._writer.close()
+            self._context.destroy(linger=0)
+            raise
+        return self
+
+    def _bind(self) -> None:
+        config = self.config
+        self._peer = PeerTransport(
+            self._context, self.id, config.listen_peer, config.socket_options
+        ).bind()
+        self._client = ClientRouter(
+            self._context, config.listen_client, config.socket_options
+        ).bind()
+        self._wake_rx = self._context.socket(zmq.PAIR)
+        self._wake_rx.setsockopt(zmq.LINGER, 0)
+        wake_url = f"inproc://pnyx-wake-{id(self)}"
+        self._wake_rx.bind(wake_url)
+        self._wake_tx = self._context.socket(zmq.PAIR)
+        self._wake_tx.setsockopt(zmq.LINGER, 0)
+        self._wake_tx.connect(wake_url)
+        self._poller.register(self._peer.socket, zmq.POLLIN)
+        self._poller.register(self._client.socket, zmq.POLLIN)
+        self._poller.register(self._wake_rx, zmq.POLLIN)
+        if config.test_admin_url:
+            self._admin = ClientRouter(self._context, config.test_admin_url).bind()
+            self._poller.register(self._admin.socket, zmq.POLLIN)
+            self._log.warning("node.test_admin_enabled", url=config.test_admin_url)
+        for record in self._addresses.values():
+            self._peer.set_peer(record.node_id, record.peer_url)
+        self._log.info(
+            "node.listening", client=config.listen_client, peer=config.listen_peer, id=self.id
+        )
+
+    def request_stop(self) -> None:
+        """Ask the loop to shut down gracefully (safe from a signal handler)."""
+        self._stop_requested = True
+
+    def run(self) -> int:
+        """Run the loop until stopped; returns the process exit code."""
+        raft = self.raft
+        self._log.info("node.started", term=raft.term, voters=len(raft.conf_state.voters))
+        try:
+            while True:
+                self._iterate()
+                if self._stop_requested and self._stopping_since is None:
+                    self._begin_stop()
+                if self._stopping_since is not None and self._stop_complete():
+                    break
+        except _FatalError as fatal:
+            self._log.critical("node.fatal", error=str(fatal), term=raft.term)
+            self._close(clean=False)
+            return fatal.code
+        self._close(clean=True)
+        self._log.info("node.stopped", term=raft.term, code=self._exit_code)
+        return self._exit_code
+
+    def _close(self, clean: bool) -> None:
+        writer = self._writer
+        if writer is not None and clean and writer.failed is None:
+            try:
+                if self._inflight is not None:
+                    self._inflight[1].result(timeout=self.config.shutdown_timeout)
+                if self._deferred_hard_state is not None:
+                    writer.submit(self._deferred_hard_state, ()).result(
+                        timeout=self.config.shutdown_timeout
+                    )
+                writer.close(timeout=self.config.shutdown_timeout)
+            except Exception as error:
+                self._log.error("node.close_failed", error=str(error))
+        for transport in (self._peer, self._client, self._admin):
+            if transport is not None:
+                transport.close()
+        for socket in (self._wake_rx, self._wake_tx):
+            if socket is not None:
+                socket.close(0)
+        self._context.destroy(linger=0)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _iterate(self) -> None:
+        now = time.monotonic()
+        timeout = max(0.0, self._next_tick - now)
+        if self._kv.watches.pending or self._out:
+            timeout = 0.0
+        events = dict(self._poller.poll(int(timeout * 1000) + (1 if timeout > 0 else 0)))
+        self._now = time.monotonic()
+        if self._wake_rx in events:
+            self._on_writer_wake()
+        if self._peer is not None and self._peer.socket in events:
+            self._receive_peer_messages()
+        if self._client is not None and self._client.socket in events:
+            self._receive_client_requests()
+        if self._admin is not None and self._admin.socket in events:
+            self._receive_admin_requests()
+        self._flush_reads()
+        self._maybe_tick()
+        self._process_ready()
+        self._drain_watches()
+        self._flush_replies()
+
+    def _maybe_tick(self) -> None:
+        now = self._now
+        if now < self._next_tick:
+            return
+        interval = self.config.tick_interval
+        ticks = 0
+        while now >= self._next_tick and ticks < _MAX_TICKS_PER_ITERATION:
+            self.raft.tick()
+            self._next_tick += interval
+            ticks += 1
+        if now >= self._next_tick:
+            # Far behind (the process was paused, or the loop stalled): do not replay the
+            # lost time as a burst of ticks; real time moved on, Raft's clock just skips.
+            self._next_tick = now + interval
+        self._on_timers(now)
+
+    def _on_timers(self, now: float) -> None:
+        if self._role is Role.LEADER and self._stopping_since is None:
+            expired = self._kv.expired_leases(now, _LEASE_EXPIRY_BATCH)
+            if expired is not None:
+                self._propose_internal(encode_command(expired))
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_INTERVAL
+            self._expire_waiters(now)
+            self._maybe_publish(now)
+        if now >= self._next_progress:
+            self._next_progress = now + self.config.progress_interval
+            self._kv.watches.progress_notify()
+
+    # ------------------------------------------------------------------ peers
+
+    def _receive_peer_messages(self) -> None:
+        assert self._peer is not None
+        raft = self.raft
+        for _sender, payloads in self._peer.receive():
+            for payload in payloads:
+                try:
+                    message = decode_message(payload)
+                except PnyxError as error:
+                    self._log.warning("peer.bad_message", error=str(error))
+                    continue
+                if message.to != self.id:
+                    continue
+                try:
+                    raft.step(message)
+                except Exception as error:
+                    # Peer input is untrusted: a message the core cannot take must not
+                    # take the node down.
+                    self._log.error(
+                        "peer.step_failed",
+                        message=type(message).__name__,
+                        error=repr(error),
+                        exc_info=True,
+                    )
+
+    def _send_messages(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        assert self._peer is not None
+        by_peer: dict[int, list[bytes]] = {}
+        for message in messages:
+            batch = by_peer.get(message.to)
+            if batch is None:
+                batch = by_peer[message.to] = []
+            batch.append(encode_message(message))
+        raft = self.raft
+        for node_id, batch in by_peer.items():
+            if not self._peer.send(node_id, batch):
+                raft.report_unreachable(node_id)
+
+    # ------------------------------------------------------------------ Ready
+
+    def _process_ready(self) -> None:
+        raft = self.raft
+        while self._inflight is None and raft.has_ready():
+            ready = raft.ready()
+            if ready.soft_state is not None:
+                self._on_soft_state(ready.soft_state)
+            if ready.entries or ready.snapshot is not None or ready.must_sync:
+                assert self._writer is not None
+                hard_state = ready.hard_state or self._deferred_hard_state
+                self._deferred_hard_state = None
+                self._learn_addresses(ready.entries)
+                future = self._writer.submit(hard_state, ready.entries, ready.snapshot)
+                self._inflight = (ready, future)
+                future.add_done_callback(self._wake_from_writer)
+                return
+            if ready.hard_state is not None:
+                self._deferred_hard_state = ready.hard_state
+            self._complete_ready(ready)
+
+    def _wake_from_writer(self, _future: Future[None]) -> None:
+        # Runs on the writer thread (or on the loop's, if already done): the lock makes
+        # the PAIR socket's use from two threads safe.
+        with self._wake_lock:
+            if self._wake_tx is not None:
+                self._wake_tx.send(b"", zmq.NOBLOCK)
+
+    def _on_writer_wake(self) -> None:
+        assert self._wake_rx is not None
+        while True:
+            try:
+                self._wake_rx.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        snapshot_future = self._snapshot_future
+        if snapshot_future is not None and snapshot_future.done():
+            self._snapshot_future = None
+            error = snapshot_future.exception()
+            if error is not None:
+                raise _FatalError(EXIT_STORAGE, f"snapshot save failed: {error}")
+        if self._inflight is not None and self._inflight[1].done():
+            ready, future = self._inflight
+            self._inflight = None
+            error = future.exception()
+            if error is not None:
+                raise _FatalError(EXIT_STORAGE, f"WAL write failed: {error}")
+            self._complete_ready(ready)
+            self._process_ready()
+
+    def _complete_ready(self, ready: Ready) -> None:
+        self._send_messages(ready.messages)
+        if ready.snapshot is not None:
+            self._apply_snapshot(ready.snapshot)
+        for entry in ready.committed_entries:
+            self._apply_entry(entry)
+        for read_state in ready.read_states:
+            self._on_read_state(read_state)
+        self.raft.advance(ready)
+        self._serve_applied_reads()
+        self._maybe_snapshot()
+
+    def _on_soft_state(self, soft: SoftState) -> None:
+        was_leader = self._role is Role.LEADER
+        self._role = soft.role
+        if soft.leader_id != self._leader_id:
+            self._leader_id = soft.leader_id
+            self._log.info(
+                "raft.leader", leader=soft.leader_id, role=soft.role.value, term=self.raft.term
+            )
+        if soft.role is Role.LEADER and not was_leader:
+            # A new leader gives every lease its full TTL: keep-alives may have gone to
+            # the old leader, so expiring by old deadlines would be unfair and unsafe.
+            self._kv.lessor.promote(self._now)
+        elif was_leader and soft.role is not Role.LEADER:
+            self._kv.lessor.demote()
+
+    # ------------------------------------------------------------------ apply
+
+    def _apply_entry(self, entry: Entry) -> None:
+        index = entry.index
+        if index <= self._applied:
+            return
+        self._applied = index
+        if entry.type is EntryType.CONF_CHANGE:
+            self._apply_conf_change(entry)
+            return
+        data = entry.data
+        if not data:
+            self._kv.apply_entry(index, data)
+            return
+        if is_server_command(data):
+            command = decode_server_command(data)
+            if command is not None:
+                self._apply_publish(command)
+            return
+        try:
+            kv_command = decode_command(data, self.config.limits)
+        except PnyxError:
+            self._kv.apply_entry(index, data)  # records the index; nobody to answer
+            return
+        response = self._kv.apply(index, kv_command)
+        if response is None or not isinstance(kv_command, ClientCommand):
+            return
+        waiters = self._pending.pop((kv_command.client_id, kv_command.seq), None)
+        if waiters:
+            stamped = self._stamp(response)
+            for waiter in waiters:
+                self._reply(waiter.routing_id, waiter.request_id, stamped)
+
+    def _apply_conf_change(self, entry: Entry) -> None:
+        try:
+            change = decode_conf_change(entry.data)
+        except PnyxError:
+            return
+        record = self._members.apply_conf_change(change, self._addresses.get(change.node_id))
+        assert self._peer is not None
+        if record is not None:
+            self._addresses[record.node_id] = record
+            self._peer.set_peer(record.node_id, record.peer_url)
+        else:
+            self._peer.remove_peer(change.node_id)
+        self._log.info(
+            "member.changed",
+            change=change.type.name,
+            member=change.node_id,
+            name=record.name if record else None,
+            index=entry.index,
+            term=self.raft.term,
+        )
+        waiters = self._conf_waiters.pop((change.type, change.node_id), [])
+        members = self._members.to_wire()
+        header = self._header(self._kv.revision)
+        for waiter in waiters:
+            response: Response
+            if isinstance(waiter.request, MemberAddRequest):
+                added = record.to_wire() if record is not None else members[0]
+                response = MemberAddResponse(header, added, members)
+            elif isinstance(waiter.request, MemberRemoveRequest):
+                response = MemberRemoveResponse(header, members)
+            else:
+                response = MemberPromoteResponse(header, members)
+            self._reply(waiter.routing_id, waiter.request_id, response)
+        if change.type is ConfChangeType.REMOVE_NODE and change.node_id == self.id:
+            self._log.warning("member.removed_self", index=entry.index)
+            self._removed = True
+            self._stop_requested = True
+
+    def _apply_publish(self, command: PublishMember) -> None:
+        record = self._members.publish(command)
+        if record is not None:
+            self._addresses[record.node_id] = record
+
+    def _learn_addresses(self, entries: Iterable[Entry]) -> None:
+        """Peer URLs of members being added, as soon as their change is in the log: the
+        leader replicates to a new member before the change commits."""
+        for entry in entries:
+            if entry.type is not EntryType.CONF_CHANGE:
+                continue
+            try:
+                change = decode_conf_change(entry.data)
+            except PnyxError:
+                continue
+            context = MemberContext.decode(change.context)
+            if context is None or change.type is ConfChangeType.REMOVE_NODE:
+                continue
+            known = self._addresses.get(change.node_id) or MemberRecord(change.node_id)
+            self._addresses[change.node_id] = attrs.evolve(
+                known,
+                name=context.name or known.name,
+                peer_url=context.peer_url or known.peer_url,
+                client_url=context.client_url or known.client_url,
+            )
+            if self._peer is not None:
+                self._peer.set_peer(change.node_id, context.peer_url)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _snapshot_data(self) -> bytes:
+        packed: bytes = msgpack.packb(
+            [_SNAPSHOT_FORMAT, self._kv.snapshot(), self._members.dump()], use_bin_type=True
+        )
+        return packed
+
+    def _restore_snapshot(self, snapshot: Snapshot) -> None:
+        try:
+            value = msgpack.unpackb(snapshot.data, raw=False)
+            if type(value) is not list or len(value) != 3 or value[0] != _SNAPSHOT_FORMAT:
+                raise ValueError("unknown snapshot format")
+            members = MemberTable.load(value[2])
+            self._kv.restore(value[1])
+        except (ValueError, PnyxError, TypeError) as error:
+            # A snapshot that passed its checksum but cannot be read is not something
+            # to limp on with: this member's state would silently diverge.
+            raise _FatalError(EXIT_STORAGE, f"unreadable snapshot: {error}") from None
+        self._members = members
+        for record in members:
+            self._addresses[record.node_id] = record
+            if self._peer is not None:
+                self._peer.set_peer(record.node_id, record.peer_url)
+        self._applied = max(self._applied, snapshot.metadata.index)
+        self._snapshot_index = snapshot.metadata.index
+
+    def _apply_snapshot(self, snapshot: Snapshot) -> None:
+        self._log.info(
+            "snapshot.installed",
+            index=snapshot.metadata.index,
+            term=snapshot.metadata.term,
+            bytes=len(snapshot.data),
+        )
+        self._restore_snapshot(snapshot)
+        self._applied = snapshot.metadata.index
+
+    def _maybe_snapshot(self) -> None:
+        if self._applied - self._snapshot_index < self.config.snapshot_count:
+            return
+        if self._snapshot_future is not None:
+            return  # the previous one is still being written
+        raft = self.raft
+        index = min(self._applied, raft.applied_index)
+        if index <= self._snapshot_index:
+            return
+        started = time.perf_counter()
+        raft.compact(index, self._snapshot_data())
+        snapshot = raft.snapshot
+        assert snapshot is not None and self._writer is not None
+        self._snapshot_index = index
+        self._snapshot_future = self._writer.submit_snapshot(snapshot)
+        self._snapshot_future.add_done_callback(self._wake_from_writer)
+        self._log.info(
+            "snapshot.taken",
+            index=index,
+            bytes=len(snapshot.data),
+            seconds=round(time.perf_counter() - started, 4),
+            term=raft.term,
+        )
+
+    # ------------------------------------------------------------------ clients
+
+    def _receive_client_requests(self) -> None:
+        assert self._client is not None
+        limits = self.config.limits
+        for event in self._client.receive():
+            if isinstance(event, Malformed):
+                self._reply_error(
+                    event.routing_id,
+                    _UNANSWERABLE,
+                    InvalidRequestError(f"expected one frame per message, got {event.frames}"),
+                )
+                continue
+            routing_id = event.routing_id
+            try:
+                items = decode_batch(event.payload, limits)
+            except PnyxError as error:
+                self._reply_error(routing_id, _UNANSWERABLE, error)
+                continue
+            for item in items:
+                if isinstance(item, DecodeError):
+                    self._reply_error(
+                        routing_id,
+                        item.request_id if item.request_id is not None else _UNANSWERABLE,
+                        item.error,
+                    )
+                    continue
+                try:
+                    self._handle_request(routing_id, item)
+                except PnyxError as error:
+                    self._reply_error(routing_id, item.request_id, error)
+                except Exception as error:
+                    # A bug: answer (the client must not hang) and keep serving.
+                    self._log.error(
+                        "client.request_failed",
+                        request=type(item.message).__name__,
+                        error=repr(error),
+                        exc_info=True,
+                    )
+                    self._reply(routing_id, item.request_id, error_response_from_exception(error))
+
+    def _handle_request(self, routing_id: bytes, envelope: Envelope) -> None:
+        request = envelope.message
+        request_id = envelope.request_id
+        if type(request) in MUTATING_REQUESTS:
+            self._propose_client_request(routing_id, envelope)
+        elif isinstance(request, RangeRequest):
+            if request.serializable:
+                self._reply(routing_id, request_id, self._serve_read(request))
+            else:
+                self._queue_read(routing_id, request_id, request)
+        elif isinstance(request, LeaseLeasesRequest):
+            self._queue_read(routing_id, request_id, request)
+        elif isinstance(request, MemberListRequest):
+            if request.linearizable:
+                self._queue_read(routing_id, request_id, request)
+            else:
+                self._reply(routing_id, request_id, self._serve_read(request))
+        elif isinstance(request, StatusRequest):
+            self._reply(routing_id, request_id, self._status())
+        elif isinstance(request, Hello):
+            self._reply(routing_id, request_id, self._hello())
+        elif isinstance(request, LeaseKeepAliveRequest):
+            self._require_leader()
+            keep_alive = self._kv.lease_keep_alive(request, self._now)
+            self._reply(routing_id, request_id, self._stamp(keep_alive))
+        elif isinstance(request, LeaseTimeToLiveRequest):
+            self._require_leader()
+            time_to_live = self._kv.lease_time_to_live(request, self._now)
+            self._reply(routing_id, request_id, self._stamp(time_to_live))
+        elif isinstance(request, WatchCreateRequest):
+            self._create_watch(routing_id, request_id, request)
+        elif isinstance(request, WatchCancelRequest):
+            self._cancel_watch(routing_id, request_id, request)
+        elif isinstance(request, WatchProgressRequest):
+            ids = self._watches_by_connection.get(routing_id, set())
+            self._kv.watches.request_progress(sorted(ids))
+            self._reply(
+                routing_id,
+                request_id,
+                WatchResponse(self._header(self._kv.revision), progress_notify=True),
+            )
+        elif isinstance(request, MemberAddRequest | MemberRemoveRequest | MemberPromoteRequest):
+            self._change_membership(routing_id, request_id, request)
+        else:
+            raise InvalidRequestError(f"{type(request).__name__} is not a request")
+
+    def _require_leader(self) -> None:
+        if self._stopping_since is not None or self._role is not Role.LEADER:
+            raise self._not_leader()
+
+    def _not_leader(self) -> NotLeaderError:
+        leader = self._leader_id if self._leader_id != self.id else 0
+        hint = None
+        if leader:
+            record = self._members.get(leader) or self._addresses.get(leader)
+            if record is not None and record.client_url:
+                hint = record.client_url
+        return NotLeaderError(leader_hint=hint)
+
+    # --- writes
+
+    def _propose_client_request(self, routing_id: bytes, envelope: Envelope) -> None:
+        if self._stopping_since is not None:
+            raise self._not_leader()
+        client_id, seq = envelope.client_id, envelope.seq
+        if seq == 0:
+            # No exactly-once asked for: still a unique key to find the waiter by. The
+            # state machine does not deduplicate seq 0, so this id never enters its table.
+            self._anonymous_seq += 1
+            client_id = b"\x00anon" + self._token + self._anonymous_seq.to_bytes(8, "big")
+        data = encode_command(ClientCommand(client_id, seq, envelope.message))  # type: ignore[arg-type]
+        self._propose(data)
+        key = (client_id, seq)
+        deadline = self._now + self.config.request_timeout
+        waiter = _Waiter(routing_id, envelope.request_id, deadline)
+        waiters = self._pending.get(key)
+        if waiters is None:
+            self._pending[key] = [waiter]
+        else:
+            waiters.append(waiter)
+        self._pending_deadlines.append((deadline, key))
+
+    def _propose(self, data: bytes) -> None:
+        try:
+            self.raft.propose(data)
+        except ProposalDroppedError as error:
+            if error.reason == NO_LEADER:
+                raise NoLeaderError("no leader: an election is in progress") from None
+            raise
+
+    def _propose_internal(self, data: bytes) -> None:
+        try:
+            self.raft.propose(data)
+        except ProposalDroppedError as error:
+            self._log.info("proposal.dropped", reason=error.reason, term=self.raft.term)
+
+    # --- reads
+
+    def _queue_read(self, routing_id: bytes, request_id: int, request: Request) -> None:
+        self._read_batch.append(
+            _PendingRead(routing_id, request_id, request, self._now + self.config.request_timeout)
+        )
+
+    def _flush_reads(self) -> None:
+        """ONE ReadIndex context for every linearizable read received this iteration."""
+        batch = self._read_batch
+        if not batch:
+            return
+        self._read_batch = []
+        self._read_counter += 1
+        context = self._token + self._read_counter.to_bytes(8, "big")
+        try:
+            self.raft.read_index(context)
+        except ProposalDroppedError:
+            error = NoLeaderError("no leader: an election is in progress")
+            for read in batch:
+                self._reply_error(read.routing_id, read.request_id, error)
+            return
+        self._reads_by_context[context] = batch
+
+    def _on_read_state(self, read_state: ReadState) -> None:
+        batch = self._reads_by_context.pop(read_state.context, None)
+        if batch is None:
+            return
+        if read_state.index <= self._applied:
+            self._serve_reads(batch)
+        else:
+            self._read_counter += 1
+            heapq.heappush(self._reads_waiting, (read_state.index, self._read_counter, batch))
+
+    def _serve_applied_reads(self) -> None:
+        waiting = self._reads_waiting
+        while waiting and waiting[0][0] <= self._applied:
+            _, _, batch = heapq.heappop(waiting)
+            self._serve_reads(batch)
+
+    def _serve_reads(self, batch: list[_PendingRead]) -> None:
+        for read in batch:
+            try:
+                response = self._serve_read(read.request)
+            except PnyxError as error:
+                self._reply_error(read.routing_id, read.request_id, error)
+                continue
+            self._reply(read.routing_id, read.request_id, response)
+
+    def _serve_read(self, request: Request) -> Response:
+        if isinstance(request, RangeRequest):
+            return self._stamp(self._kv.range(request))
+        if isinstance(request, LeaseLeasesRequest):
+            return self._stamp(self._kv.lease_leases(request))
+        if isinstance(request, MemberListRequest):
+            return MemberListResponse(self._header(self._kv.revision), self._members.to_wire())
+        raise InvalidRequestError(f"{type(request).__name__} is not a read")
+
+    # --- cluster
+
+    def _status(self) -> StatusResponse:
+        raft = self.raft
+        return StatusResponse(
+            header=self._header(self._kv.revision),
+            version=SERVER_VERSION,
+            db_size=0,
+            leader=raft.leader_id,
+            raft_index=raft.last_index,
+            raft_term=raft.term,
+            raft_applied_index=self._applied,
+            errors=(),
+            is_learner=self.id in raft.conf_state.learners,
+        )
+
+    def _hello(self) -> HelloResponse:
+        urls = tuple(record.client_url for record in self._members if record.client_url)
+        if not urls:
+            urls = (self.config.client_url,)
+        return HelloResponse(
+            self._header(self._kv.revision), PROTOCOL_VERSION, SERVER_VERSION, urls
+        )
+
+    def _change_membership(
+        self,
+        routing_id: bytes,
+        request_id: int,
+        request: MemberAddRequest | MemberRemoveRequest | MemberPromoteRequest,
+    ) -> None:
+        self._require_leader()
+        if isinstance(request, MemberAddRequest):
+            if not request.name:
+                raise MemberError("a new member needs a name (its id is derived from it)")
+            node_id = member_id(request.name)
+            if node_id in self._members:
+                raise MemberError(f"member {request.name!r} already exists")
+            if not request.peer_urls:
+                raise MemberError("a new member needs a peer URL")
+            change_type = (
+                ConfChangeType.ADD_LEARNER if request.is_learner else ConfChangeType.ADD_NODE
+            )
+            context = MemberContext(request.name, request.peer_urls[0]).encode()
+        elif isinstance(request, MemberRemoveRequest):
+            node_id = request.id
+            if node_id not in self._members:
+                raise MemberError(f"member {node_id} does not exist")
+            change_type, context = ConfChangeType.REMOVE_NODE, b""
+        else:
+            node_id = request.id
+            record = self._members.get(node_id)
+            if record is None:
+                raise MemberError(f"member {node_id} does not exist")
+            if not record.is_learner:
+                raise MemberError(f"member {node_id} is not a learner")
+            progress = self.raft.status().progress.get(node_id)
+            # As etcd: promote only a learner that holds (nearly) the whole log, so the
+            # new voter does not stall commits while it catches up.
+            if progress is None or progress.match < 0.9 * self.raft.commit_index:
+                raise MemberError(f"learner {node_id} has not caught up with the leader yet")
+            change_type, context = ConfChangeType.ADD_NODE, b""
+        self.raft.propose_conf_change(ConfChange(change_type, node_id, context))
+        key = (change_type, node_id)
+        self._conf_waiters.setdefault(key, []).append(
+            _ConfWaiter(routing_id, request_id, self._now + self.config.request_timeout, request)
+        )
+
+    def _maybe_publish(self, now: float) -> None:
+        """Announce this member's client URL through the log until the table has it."""
+        if now < self._publish_after or self._leader_id == 0 or self._stopping_since:
+            return
+        record = self._members.get(self.id)
+        if record is None or record.client_url == self.config.client_url:
+            return
+        self._publish_after = now + _PUBLISH_RETRY
+        self._propose_internal(
+            encode_server_command(PublishMember(self.id, self.config.name, self.config.client_url))
+        )
+
+    # --- watches
+
+    def _create_watch(
+        self, routing_id: bytes, request_id: int, request: WatchCreateRequest
+    ) -> None:
+        response = self._kv.watches.create(request, (routing_id, request_id))
+        self._watch_streams[response.watch_id] = (routing_id, request_id)
+        self._watches_by_connection.setdefault(routing_id, set()).add(response.watch_id)
+        self._reply(routing_id, request_id, self._stamp(response))
+
+    def _cancel_watch(
+        self, routing_id: bytes, request_id: int, request: WatchCancelRequest
+    ) -> None:
+        stream = self._watch_streams.get(request.watch_id)
+        if stream is None or stream[0] != routing_id:
+            # Another connection's watches are not this one's to cancel.
+            raise InvalidRequestError(f"no watch with id {request.watch_id}")
+        response = self._stamp(self._kv.watches.cancel(request.watch_id))
+        self._forget_watch(request.watch_id)
+        # The cancel call gets its answer, and the stream learns it ended.
+        self._reply(routing_id, request_id, response)
+        if stream[1] != request_id:
+            self._reply(routing_id, stream[1], response)
+
+    def _forget_watch(self, watch_id: int) -> None:
+        stream = self._watch_streams.pop(watch_id, None)
+        if stream is not None:
+            ids = self._watches_by_connection.get(stream[0])
+            if ids is not None:
+                ids.discard(watch_id)
+                if not ids:
+                    del self._watches_by_connection[stream[0]]
+
+    def _connection_gone(self, routing_id: bytes) -> None:
+        ids = self._watches_by_connection.pop(routing_id, None)
+        if not ids:
+            return
+        for watch_id in sorted(ids):
+            self._watch_streams.pop(watch_id, None)
+            with contextlib.suppress(PnyxError):
+                self._kv.watches.cancel(watch_id)
+        self._log.info("client.gone", watches=len(ids))
+
+    def _drain_watches(self) -> None:
+        hub = self._kv.watches
+        for _ in range(_WATCH_DRAIN_ROUNDS):
+            if not hub.pending:
+                return
+            deliveries = hub.drain(1024)
+            if not deliveries:
+                return
+            for delivery in deliveries:
+                stream = self._watch_streams.get(delivery.watch_id)
+                if stream is None:
+                    continue
+                self._reply(stream[0], stream[1], self._stamp(delivery.response))
+                if delivery.response.canceled:
+                    self._forget_watch(delivery.watch_id)
+
+    # --- deadlines
+
+    def _expire_waiters(self, now: float) -> None:
+        deadlines = self._pending_deadlines
+        error = TimeoutError("the request was not committed in time; retry it")
+        while deadlines and deadlines[0][0] <= now:
+            _, key = deadlines.popleft()
+            waiters = self._pending.get(key)
+            if not waiters:
+                continue
+            keep = [w for w in waiters if w.deadline > now]
+            for waiter in waiters:
+                if waiter.deadline <= now:
+                    self._reply_error(waiter.routing_id, waiter.request_id, error)
+            if keep:
+                self._pending[key] = keep
+            else:
+                del self._pending[key]
+        read_error = TimeoutError("the read could not be confirmed in time; retry it")
+        for context, batch in list(self._reads_by_context.items()):
+            if batch[0].deadline <= now:
+                del self._reads_by_context[context]
+                for read in batch:
+                    self._reply_error(read.routing_id, read.request_id, read_error)
+        if self._reads_waiting and self._reads_waiting[0][2][0].deadline <= now:
+            remaining = []
+            for item in self._reads_waiting:
+                if item[2][0].deadline <= now:
+                    for read in item[2]:
+                        self._reply_error(read.routing_id, read.request_id, read_error)
+                else:
+                    remaining.append(item)
+            heapq.heapify(remaining)
+            self._reads_waiting = remaining
+        for conf_key, conf_waiters in list(self._conf_waiters.items()):
+            alive = [w for w in conf_waiters if w.deadline > now]
+            for conf_waiter in conf_waiters:
+                if conf_waiter.deadline <= now:
+                    self._reply_error(conf_waiter.routing_id, conf_waiter.request_id, error)
+            if alive:
+                self._conf_waiters[conf_key] = alive
+            else:
+                del self._conf_waiters[conf_key]
+
+    # --- replies
+
+    def _header(self, revision: int) -> ResponseHeader:
+        return ResponseHeader(
+            member_id=self.id,
+            revision=revision,
+            raft_term=self.raft.term,
+            leader_id=self._leader_id,
+        )
+
+    def _stamp(self, response: Response) -> Response:
+        """The response with this member's id, term and leader in its header."""
+        header: ResponseHeader | None = getattr(response, "header", None)
+        revision = header.revision if header is not None else self._kv.revision
+        return attrs.evolve(response, header=self._header(revision))
+
+    def _reply(self, routing_id: bytes, request_id: int, response: Response) -> None:
+        out = self._out.get(routing_id)
+        if out is None:
+            out = self._out[routing_id] = []
+        out.append(Envelope(request_id, response))
+
+    def _reply_error(self, routing_id: bytes, request_id: int, error: PnyxError) -> None:
+        self._reply(
+            routing_id,
+            request_id,
+            error_response_from_exception(error, self._header(self._kv.revision)),
+        )
+
+    def _flush_replies(self) -> None:
+        if not self._out:
+            return
+        out, self._out = self._out, {}
+        assert self._client is not None
+        limit = self.config.limits.max_batch
+        for routing_id, envelopes in out.items():
+            for start in range(0, len(envelopes), limit):
+                payload = _encode_replies(envelopes[start : start + limit])
+                if self._client.send(routing_id, payload) is SendResult.GONE:
+                    self._connection_gone(routing_id)
+                    break
+
+    # ------------------------------------------------------------------ admin (tests)
+
+    def _receive_admin_requests(self) -> None:
+        assert self._admin is not None
+        for event in self._admin.receive():
+            if isinstance(event, Malformed):
+                continue
+            reply: list[Any]
+            try:
+                command = msgpack.unpackb(event.payload, raw=False)
+                reply = self._admin_command(command)
+            except Exception as error:
+                reply = ["error", repr(error)]
+            self._admin.send(event.routing_id, msgpack.packb(reply))
+
+    def _admin_command(self, command: Any) -> list[Any]:
+        """Test-only controls: ``["block", [member names]]`` drops all peer traffic to and
+        from those members (a partition on loopback), ``["heal"]`` undoes it."""
+        assert self._peer is not None
+        if command == ["heal"]:
+            self._peer.block(())
+            return ["ok"]
+        if type(command) is list and len(command) == 2 and command[0] == "block":
+            names = command[1]
+            if type(names) is not list or not all(type(n) is str for n in names):
+                return ["error", "expected a list of member names"]
+            self._peer.block(member_id(name) for name in names)
+            return ["ok"]
+        return ["error", f"unknown admin command {command!r}"]
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _begin_stop(self) -> None:
+        self._stopping_since = self._now
+        raft = self.raft
+        self._log.info("node.stopping", role=self._role.value, term=raft.term)
+        self._transfer_leadership()
+
+    def _transfer_leadership(self) -> None:
+        raft = self.raft
+        if self._role is not Role.LEADER:
+            return
+        status = raft.status()
+        if status.lead_transferee:
+            return
+        voters = raft.conf_state.voters - {self.id}
+        candidates = [
+            (progress.match, node_id)
+            for node_id, progress in status.progress.items()
+            if node_id in voters
+        ]
+        if not candidates:
+            return
+        _match, target = max(candidates)
+        try:
+            raft.transfer_leadership(target)
+        except ProposalDroppedError as error:
+            self._log.warning("node.transfer_refused", reason=error.reason)
+            return
+        self._log.info("node.transferring_leadership", target=target, term=raft.term)
+
+    def _stop_complete(self) -> bool:
+        assert self._stopping_since is not None
+        if self._now - self._stopping_since > self.config.shutdown_timeout:
+            self._log.warning(
+                "node.stop_timeout", pending=len(self._pending), role=self._role.value
+            )
+            return True
+        if self._role is Role.LEADER and not self._removed:
+            voters = self.raft.conf_state.voters - {self.id}
+            if voters:
+                # The transfer may have been abandoned (target did not win): try again.
+                self._transfer_leadership()
+                return False
+        return not (self._pending or self._reads_by_context or self._reads_waiting)
+
+
+def _encode_replies(envelopes: list[Envelope]) -> bytes:
+    try:
+        return encode_batch(envelopes)
+    except PnyxError:
+        # One response the codec refuses must not cost the others their answers.
+        fixed: list[Envelope] = []
+        for envelope in envelopes:
+            try:
+                encode_batch((envelope,))
+                fixed.append(envelope)
+            except PnyxError as error:
+                fixed.append(Envelope(envelope.request_id, error_response_from_exception(error)))
+        return encode_batch(fixed)
+
+
+def install_signal_handlers(node: Node, register: Callable[[int, Any], Any]) -> None:
+    """Route SIGTERM and SIGINT to ``node.request_stop`` (``register`` is
+    ``signal.signal``; passed in so this module does not touch process state itself)."""
+
+    def _handler(_signum: int, _frame: object) -> None:
+        node.request_stop()
+
+    register(signal.SIGTERM, _handler)
+    register(signal.SIGINT, _handler)
