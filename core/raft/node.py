@@ -1227,6 +1227,14 @@ class RaftNode:
         """The state that must be durable before the messages of the same Ready leave."""
         return HardState(term=self._term, vote=self._vote, commit=self._log.committed)
 
+    def _hard_state_changed(self) -> bool:
+        previous = self._prev_hard_state
+        return (
+            self._log.committed != previous.commit
+            or self._term != previous.term
+            or self._vote != previous.vote
+        )
+
     def _flush(self) -> None:
         """Turn deferred work into messages: new entries and commit progress go out once
         per Ready (batching many proposals into one AppendRequest), forwarded proposals
@@ -1260,7 +1268,7 @@ class RaftNode:
             or self._pending_snapshot is not None
             or log.unstable <= log.last_index
             or log.committed > log.applying
-            or self._hard_state() != self._prev_hard_state
+            or self._hard_state_changed()
             or self._leader_id != self._prev_soft_state.leader_id
             or self._role is not self._prev_soft_state.role
         )

@@ -51,8 +51,12 @@ class MemoryDisk:
             self.entries = []
         if ready.entries:
             first = ready.entries[0].index
-            self.entries = [e for e in self.entries if e.index < first]
-            self.entries.extend(ready.entries)
+            entries = self.entries
+            if entries and entries[0].index <= first:
+                del entries[first - entries[0].index :]
+            else:
+                entries.clear()
+            entries.extend(ready.entries)
         if ready.hard_state is not None:
             self.hard_state = ready.hard_state
         if ready.must_sync:
