@@ -10,8 +10,11 @@ Only entry points configure logging; library modules just call ``structlog.get_l
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -29,7 +32,7 @@ from pnyx.core.server.node import (
     install_signal_handlers,
 )
 
-__all__ = ["configure_logging", "main"]
+__all__ = ["configure_logging", "exit_with_parent", "main"]
 
 
 def configure_logging(level: str = "info") -> None:
@@ -50,7 +53,22 @@ def configure_logging(level: str = "info") -> None:
     )
 
 
+def exit_with_parent() -> None:
+    """If ``PNYX_EXIT_WITH_PARENT`` holds the pid of the process that started this one,
+    have the kernel SIGKILL this process when that parent dies (Linux prctl
+    PR_SET_PDEATHSIG), so supervisors and test harnesses never leak nodes."""
+    parent = os.environ.get("PNYX_EXIT_WITH_PARENT", "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != int(parent):
+        os._exit(1)  # the parent died before the request took effect
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    exit_with_parent()
     config, level = parse_node_args(argv)
     configure_logging(level)
     log = structlog.get_logger("pnyx.node").bind(node=config.name)
