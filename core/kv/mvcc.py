@@ -257,7 +257,7 @@ class MVCCStore:
 
     def key_events_between(
         self, key: bytes, start_revision: int, end_revision: int
-    ) -> Iterator[tuple[int, list[Event]]]:
+    ) -> Iterator[tuple[int, tuple[Event, ...]]]:
         """Like ``events_between`` restricted to one key, served from the key's own history
         (no scan of unrelated revisions)."""
         self._check_event_revision(start_revision)
@@ -278,12 +278,12 @@ class MVCCStore:
             event = Event(_PUT if kv.version else _DELETE, kv, prev)
             if revisions[position] != current_revision:
                 if batch:
-                    yield current_revision, batch
+                    yield current_revision, tuple(batch)
                 current_revision = revisions[position]
                 batch = []
             batch.append(event)
         if batch:
-            yield current_revision, batch
+            yield current_revision, tuple(batch)
 
     def lease_keys(self, lease: int) -> list[bytes]:
         """The keys whose current version is attached to ``lease``, sorted."""

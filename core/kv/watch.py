@@ -22,7 +22,9 @@ Work per committed revision is proportional to the watchers that match its keys:
 exact-key watchers are found in a dict, range watchers through an index of elementary
 intervals (``_RangeIndex``); no step walks every watcher.
 
-Delivery is pull-based: the server calls ``drain(max)`` and sends what it returns.
+Delivery is pull-based: the server calls ``drain(max)`` and sends what it returns. A
+connection that cannot take more (its socket is congested) is ``pause``d: its watchers
+keep queueing, up to their bounds, and are skipped by ``drain`` until ``resume``.
 
 The hub is driven by the apply loop (``notify`` after each committed revision) and reads
 history from the ``MVCCStore``; it never performs I/O, reads clocks or spawns threads.
@@ -102,7 +104,8 @@ class _Watcher:
     """While catching up: the next revision to read from history."""
     synced: bool = False
     canceled: bool = False
-    outbox: deque[WatchResponse] = attrs.Factory(deque)
+    # Queued responses with the events and bytes each one counts for.
+    outbox: deque[tuple[WatchResponse, int, int]] = attrs.Factory(deque)
     outbox_events: int = 0
     outbox_bytes: int = 0
 
@@ -195,8 +198,10 @@ class WatchHub:
     _ranges: _RangeIndex = attrs.field(init=False, factory=_RangeIndex)
     # Watchers reading history, in the order they are served (ordered set).
     _unsynced: dict[int, _Watcher] = attrs.field(init=False, factory=dict)
-    # Watchers with queued responses, in the order they are drained (ordered set).
+    # Watchers with queued responses and an unpaused tag, in drain order (ordered set).
     _ready: dict[int, _Watcher] = attrs.field(init=False, factory=dict)
+    _by_tag: dict[Hashable, dict[int, _Watcher]] = attrs.field(init=False, factory=dict)
+    _paused: set[Hashable] = attrs.field(init=False, factory=set)
     _next_id: int = attrs.field(init=False, default=1)
 
     def __len__(self) -> int:
@@ -235,6 +240,7 @@ class WatchHub:
             next_revision=start,
         )
         self._watchers[watch_id] = watcher
+        self._by_tag.setdefault(tag, {})[watch_id] = watcher
         created = WatchResponse(ResponseHeader(revision=current), watch_id, created=True)
         if start < self.store.compact_revision:
             self._cancel_compacted(watcher)
@@ -255,10 +261,25 @@ class WatchHub:
 
     def cancel_tag(self, tag: Hashable) -> list[int]:
         """Drop every watcher created with ``tag`` (a closed connection); returns their ids."""
-        ids = [watch_id for watch_id, watcher in self._watchers.items() if watcher.tag == tag]
-        for watch_id in ids:
-            self._remove(self._watchers[watch_id])
-        return ids
+        watchers = list(self._by_tag.get(tag, {}).values())
+        for watcher in watchers:
+            self._remove(watcher)
+        self._paused.discard(tag)
+        return [watcher.watch_id for watcher in watchers]
+
+    def pause(self, tag: Hashable) -> None:
+        """Stop handing out responses for ``tag``'s watchers (its connection is congested).
+        They keep queueing; a live one over its bound is cut off as slow."""
+        self._paused.add(tag)
+        for watch_id in self._by_tag.get(tag, {}):
+            self._ready.pop(watch_id, None)
+
+    def resume(self, tag: Hashable) -> None:
+        """Hand out ``tag``'s responses again."""
+        self._paused.discard(tag)
+        for watch_id, watcher in self._by_tag.get(tag, {}).items():
+            if watcher.outbox:
+                self._ready[watch_id] = watcher
 
     def request_progress(self, watch_ids: Iterable[int] | None = None) -> None:
         """Queue a progress notification for the given watchers (all if None) that are
@@ -351,15 +372,14 @@ class WatchHub:
             del ready[watch_id]
             outbox = watcher.outbox
             while outbox and len(out) < max_responses:
-                response = outbox.popleft()
+                response, events, size = outbox.popleft()
+                watcher.outbox_events -= events
+                watcher.outbox_bytes -= size
                 out.append(WatchDelivery(watch_id, watcher.tag, response))
             if outbox:
                 ready[watch_id] = watcher  # back of the line: the others get a turn
-            else:
-                watcher.outbox_events = 0
-                watcher.outbox_bytes = 0
-                if watcher.canceled:
-                    self._watchers.pop(watch_id, None)
+            elif watcher.canceled:
+                self._forget(watcher)
         # Catching-up watchers whose outbox just emptied can be refilled next call; the
         # server calls drain again while ``pending`` says so.
         return out
@@ -367,7 +387,9 @@ class WatchHub:
     @property
     def pending(self) -> bool:
         """Whether ``drain`` has (or can produce) something to send."""
-        return bool(self._ready) or any(not w.outbox for w in self._unsynced.values())
+        return bool(self._ready) or any(
+            not w.outbox and w.tag not in self._paused for w in self._unsynced.values()
+        )
 
     # ------------------------------------------------------------------ internals
 
@@ -404,7 +426,7 @@ class WatchHub:
                 else:
                     key_history = store.key_events_between(watcher.key, watcher.next_revision, stop)
                     for revision, key_events in key_history:
-                        self._deliver(watcher, revision, key_events, live=False)
+                        self._deliver(watcher, revision, list(key_events), live=False)
                         watcher.next_revision = revision + 1
                         if self._chunk_full(watcher):
                             break
@@ -461,10 +483,10 @@ class WatchHub:
             self._cancel_slow(watcher)
 
     def _enqueue(self, watcher: _Watcher, response: WatchResponse, events: int, size: int) -> None:
-        watcher.outbox.append(response)
+        watcher.outbox.append((response, events, size))
         watcher.outbox_events += events
         watcher.outbox_bytes += size
-        if watcher.watch_id not in self._ready:
+        if watcher.watch_id not in self._ready and watcher.tag not in self._paused:
             self._ready[watcher.watch_id] = watcher
 
     def _make_synced(self, watcher: _Watcher) -> None:
@@ -499,7 +521,15 @@ class WatchHub:
         watcher.canceled = True
         watcher.outbox.clear()
         self._ready.pop(watcher.watch_id, None)
+        self._forget(watcher)
+
+    def _forget(self, watcher: _Watcher) -> None:
         self._watchers.pop(watcher.watch_id, None)
+        same_tag = self._by_tag.get(watcher.tag)
+        if same_tag is not None:
+            same_tag.pop(watcher.watch_id, None)
+            if not same_tag:
+                del self._by_tag[watcher.tag]
 
     def _cancel_with(self, watcher: _Watcher, response: WatchResponse) -> None:
         """Replace whatever is queued by one final response; the watcher disappears once
@@ -529,7 +559,7 @@ class WatchHub:
         # Everything queued is dropped, so the client must resume from the first revision
         # it has not received: that of the oldest queued response.
         resume = next(
-            (r.header.revision for r in watcher.outbox if r.events),
+            (r.header.revision for r, _events, _size in watcher.outbox if r.events),
             self.store.revision + 1,
         )
         self._cancel_with(
