@@ -1189,14 +1189,17 @@ class RaftNode:
     # --- snapshots and transport hints -----------------------------------------------
 
     def compact(self, index: int, data: bytes) -> None:
-        """The application snapshotted its state machine at applied index ``index``:
-        keep the snapshot (to send to followers behind the log) and drop the in-memory
-        log up to ``index``."""
+        """The application snapshotted its state machine at applied index ``index``
+        (and persisted that snapshot): keep it, to send to followers behind the log, and
+        drop the in-memory log up to ``index``. Raises ``ValueError`` if ``index`` was
+        never handed out to be applied."""
         log = self._log
         if index <= log.snapshot_index:
             return
-        if index > log.applied:
-            raise ValueError(f"cannot compact at {index}: only {log.applied} is applied")
+        # ``applying``: the application may snapshot right after applying a Ready's
+        # committed entries, before it calls ``advance``.
+        if index > log.applying:
+            raise ValueError(f"cannot compact at {index}: only {log.applying} was handed out")
         term = log.term_at(index)
         assert term is not None
         self._snapshot = Snapshot(SnapshotMetadata(index, term, self._conf_at(index)), data)

@@ -193,4 +193,22 @@ def test_compaction_beyond_the_applied_index_is_refused() -> None:
     cluster = LocalCluster()
     cluster.elect(1)
     with pytest.raises(ValueError):
-        cluster[1].compact(cluster[1].applied_index + 1, b"")
+        cluster[1].compact(cluster[1].commit_index + 1, b"")
+
+
+def test_compaction_between_apply_and_advance_is_allowed() -> None:
+    cluster = LocalCluster()
+    cluster.elect(1)
+    leader = cluster[1]
+    leader.propose(b"y")
+    cluster.handle_ready(1)
+    cluster.deliver()
+    cluster.handle_ready(2)
+    cluster.handle_ready(3)
+    cluster.deliver()  # the acknowledgements: "y" commits
+    ready = leader.ready()
+    assert [e.data for e in ready.committed_entries] == [b"y"]
+    index = ready.committed_entries[-1].index
+    leader.compact(index, b"state")  # applied and snapshotted before advance()
+    leader.advance(ready)
+    assert leader.first_index == index + 1
