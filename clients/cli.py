@@ -8,3 +8,11 @@ import click
 @click.group()
 def main() -> None:
     """pnyx: a strongly consistent key-value store with coordination recipes."""
+
+
+# `pnyx node` and `pnyx up` live in their own module (owned by the server side).
+from pnyx.clients.cli_server import node as _node_command  # noqa: E402
+from pnyx.clients.cli_server import up as _up_command  # noqa: E402
+
+main.add_command(_node_command, "node")
+main.add_command(_up_command, "up")

@@ -513,6 +513,29 @@ class LocalCluster:
         self._drop_connection(name)
         return code
 
+    def stop_all(self, timeout: float = 10.0) -> dict[str, int | None]:
+        """SIGTERM every running node at once, wait up to ``timeout`` for all of them,
+        SIGKILL the rest. Returns each node's exit code (None if it had to be killed)."""
+        running = [node for node in self.nodes.values() if node.running]
+        for node in running:
+            assert node.process is not None
+            if node.paused:
+                os.kill(node.process.pid, signal.SIGCONT)
+                node.paused = False
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(node.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        codes: dict[str, int | None] = {}
+        for node in running:
+            assert node.process is not None
+            try:
+                codes[node.name] = node.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.kill(node.name)
+                codes[node.name] = None
+            self._drop_connection(node.name)
+        return codes
+
     def pause(self, name: str) -> None:
         """SIGSTOP ``name`` (it keeps its sockets but does nothing)."""
         self._signal(name, signal.SIGSTOP)

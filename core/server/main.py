@@ -82,4 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.critical("node.storage_failed", error=str(error))
         return EXIT_STORAGE
     install_signal_handlers(node, signal.signal)
-    return node.run()
+    code = node.run()
+    # Stopping is done: a late second signal (Ctrl-C reaches the whole process group,
+    # and a supervisor may also send SIGTERM) must not turn a clean exit into a kill
+    # while the interpreter tears down.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
