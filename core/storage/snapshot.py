@@ -33,7 +33,6 @@ _MAGIC = b"PNYXSNP1"
 _HEADER = struct.Struct("<8sQI")
 _NAME = re.compile(r"^snap-([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
 _TEMPORARY_SUFFIX = ".tmp"
-_BROKEN_SUFFIX = ".broken"
 
 T = TypeVar("T")
 
@@ -144,11 +143,11 @@ class SnapshotStore:
         self._io(lambda: self._fs.fsync_dir(self._directory), "fsync the data directory")
         return file
 
-    def set_aside(self, file: SnapshotFile) -> None:
-        """Rename a damaged snapshot to ``.broken`` (kept for a post-mortem, never
-        loaded again)."""
+    def set_aside(self, file: SnapshotFile, reason: str) -> None:
+        """Rename a snapshot that must not be used to ``<name>.<reason>`` (kept for a
+        post-mortem, never loaded again)."""
         path = self._path(file.name)
-        self._io(lambda: self._fs.rename(path, path + _BROKEN_SUFFIX), "set a snapshot aside")
+        self._io(lambda: self._fs.rename(path, f"{path}.{reason}"), "set a snapshot aside")
         self._io(lambda: self._fs.fsync_dir(self._directory), "fsync the data directory")
 
     def prune(self, keep: int) -> list[SnapshotFile]:

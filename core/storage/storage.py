@@ -6,6 +6,8 @@ What it promises the Raft node:
   snapshot's file is durable (and its WAL marker written) before the entries after it,
   and the hard state comes last. Records only reach the OS; ``sync()`` makes them
   durable. Nothing is acknowledged by this class: the caller sends messages after sync.
+  A crash keeps a prefix of what was saved since the last sync: before a snapshot file
+  is written, what was saved before it is synced.
 - ``save_snapshot(snapshot)`` records an application snapshot at its applied index:
   durable snapshot file first, then the WAL marker (synced), then the oldest snapshot
   files beyond ``keep_snapshots`` are deleted and the WAL segments wholly before the
@@ -78,6 +80,12 @@ class Storage:
         recovered = _persisted_state(replay, snapshot)
         if snapshot is not None:
             wal.note_snapshot(snapshot.metadata.index)
+            marker = SnapshotMarker(snapshot.metadata.index, snapshot.metadata.term)
+            if replay.marker is None or replay.marker.index < marker.index:
+                # A crash took the marker but the snapshot file is durable: record it
+                # again, or entries appended after it would replay as a gap.
+                wal.append_snapshot_marker(marker)
+                wal.sync()
         log.info(
             "storage.recovered",
             path=path,
@@ -120,6 +128,9 @@ class Storage:
         self._check()
         try:
             if snapshot is not None:
+                # What was saved before must not lose to the snapshot in a crash: a
+                # crash keeps a prefix of what was saved, whatever the disk reorders.
+                self._wal.sync()
                 self._snapshots.save(snapshot)
                 self._wal.append_snapshot_marker(
                     SnapshotMarker(snapshot.metadata.index, snapshot.metadata.term)
@@ -155,6 +166,7 @@ class Storage:
                 f"{self._wal.last_index}"
             )
         try:
+            self._wal.sync()  # as in save(): a crash keeps a prefix of what was saved
             self._snapshots.save(snapshot)
             self._wal.append_snapshot_marker(
                 SnapshotMarker(snapshot.metadata.index, snapshot.metadata.term)
@@ -200,15 +212,19 @@ def _usable(file: SnapshotFile, replay: LogReplay) -> bool:
 
 
 def _choose_snapshot(snapshots: SnapshotStore, replay: LogReplay, path: str) -> Snapshot | None:
+    skipped = []
     for file in snapshots.files():
         if not _usable(file, replay):
-            log.warning("storage.snapshot_skipped", path=path, snapshot=file.name)
+            skipped.append(file)
             continue
         try:
-            return snapshots.load(file)
+            snapshot = snapshots.load(file)
         except CorruptionError as error:
             log.warning("storage.snapshot_corrupt", path=path, error=error.message)
-            snapshots.set_aside(file)
+            snapshots.set_aside(file, "broken")
+            continue
+        _set_aside_stale(snapshots, skipped, path)
+        return snapshot
     # No snapshot: the log must start at index 1 and cover every marker.
     if replay.first_index is not None and replay.first_index > 1:
         raise CorruptionError(
@@ -220,7 +236,17 @@ def _choose_snapshot(snapshots: SnapshotStore, replay: LogReplay, path: str) -> 
             f"{path}: the WAL records a snapshot at index {replay.marker.index} but no "
             "valid snapshot file holds it; refusing to start"
         )
+    _set_aside_stale(snapshots, skipped, path)
     return None
+
+
+def _set_aside_stale(snapshots: SnapshotStore, skipped: list[SnapshotFile], path: str) -> None:
+    """Snapshots newer than the one recovered that the WAL contradicts (another term at
+    their index) come from a save whose marker never became durable, so they were never
+    acknowledged; set them aside so that they never count among the snapshots kept."""
+    for file in skipped:
+        log.warning("storage.snapshot_stale", path=path, snapshot=file.name)
+        snapshots.set_aside(file, "stale")
 
 
 def _persisted_state(replay: LogReplay, snapshot: Snapshot | None) -> PersistedState:

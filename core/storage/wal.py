@@ -2,7 +2,9 @@
 
 Layout: ``wal-<seq:016x>-<first_index:016x>.log`` files in the data directory; ``seq``
 counts up from 0 without gaps, ``first_index`` is the log index the segment was opened
-to receive next. A segment is a sequence of records::
+to receive next (it may go down from one segment to the next after a truncation; every
+live entry of a segment is below the next segment's ``first_index``). A segment is a
+sequence of records::
 
     length: u32 little-endian | crc32 (zlib) of payload: u32 little-endian | payload
 
@@ -15,8 +17,9 @@ The payload is a msgpack array whose first element is the record type:
   log holds (index, term) the entries after it stay; otherwise the log is discarded, as
   when a follower installs a snapshot that conflicts with its log.
 
-Every new segment starts with the latest hard state and snapshot marker, so releasing
-older segments never loses them. A segment is synced before the next one is created,
+Every new segment starts with the latest hard state and snapshot marker, synced, and
+opening the WAL repeats them at the end of the last segment, so releasing older
+segments never loses them. A segment is synced before the next one is created,
 so only the last segment can have a torn tail.
 
 Recovery: a record that is cut short or fails its checksum at the very end of the last
@@ -277,6 +280,7 @@ class Wal:
     _buffer: list[bytes] = attrs.Factory(list)
     _failed: StorageError | None = None
     _closed: bool = False
+    _dirty: bool = False
     sync_count: int = 0
 
     @classmethod
@@ -307,6 +311,9 @@ class Wal:
                 lambda: fs.open_append(os.path.join(directory, segments[-1].name)),
                 "open the last WAL segment",
             )
+            # A crash may have cut the last segment's header (or left it empty): repeat
+            # the state, so that releasing older segments can never lose it.
+            wal._write_header()
         return wal, replay
 
     @property
@@ -351,18 +358,26 @@ class Wal:
         self._buffer.clear()
         file = self._file
         assert file is not None
+        self._dirty = True
         self._guard(lambda: file.write(data), "write to the WAL")
         self._flushed_last_index = self._last_index
         self._flushed_hard_state = self._hard_state
         self._flushed_marker = self._marker
 
+    @property
+    def dirty(self) -> bool:
+        """Whether records were appended since the last sync."""
+        return self._dirty or bool(self._buffer)
+
     def sync(self) -> None:
-        """Make everything appended so far durable; rotate if the segment is full."""
+        """Make everything appended so far durable; rotate if the segment is full.
+        Without anything new to make durable this does no fsync."""
         self.flush()
-        if self._file is None:
+        if self._file is None or not self._dirty:
             return
         file = self._file
         self._guard(file.sync, "fsync the WAL")
+        self._dirty = False
         self.sync_count += 1
         if file.size >= self._segment_size:
             self._rotate()
@@ -418,16 +433,25 @@ class Wal:
             self._file = self._fs.open_append(path)
 
         self._guard(create, "create a WAL segment")
+        self._segments.append(segment)
+        self._write_header()
         # The new name must be durable before anything synced into it counts.
         self._guard(lambda: self._fs.fsync_dir(self._directory), "fsync the data directory")
-        self._segments.append(segment)
-        header = []
+
+    def _write_header(self) -> None:
+        """Write and sync the latest flushed hard state and snapshot marker to the
+        current segment. Older segments may be released as soon as this returns, so
+        the header must be durable first or a crash could lose the hard state."""
+        header = b""
         if self._flushed_hard_state is not None:
-            header.append(encode_hard_state(self._flushed_hard_state))
+            header += encode_hard_state(self._flushed_hard_state)
         if self._flushed_marker is not None:
-            header.append(encode_snapshot_marker(self._flushed_marker))
+            header += encode_snapshot_marker(self._flushed_marker)
         if header:
-            self._buffer[:0] = header
+            file = self._file
+            assert file is not None
+            self._guard(lambda: file.write(header), "write to the WAL")
+            self._guard(file.sync, "fsync the WAL")
 
     def _rotate(self) -> None:
         # The current segment is synced, so it can never show a torn tail later.
@@ -435,7 +459,6 @@ class Wal:
         self._file.close()
         self._file = None
         self._create_segment()
-        self.flush()
 
 
 def _io(operation: Callable[[], T], what: str) -> T:
@@ -457,11 +480,6 @@ def _list_segments(fs: FileSystem, directory: str) -> list[SegmentInfo]:
             raise CorruptionError(
                 f"{os.path.join(directory, current.name)}: WAL segment "
                 f"{previous.seq + 1:016x} is missing; refusing to start"
-            )
-        if current.first_index < previous.first_index:
-            raise CorruptionError(
-                f"{os.path.join(directory, current.name)}: first index goes backwards; "
-                "refusing to start"
             )
     return segments
 
