@@ -44,7 +44,6 @@ answer a write before it is applied.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import os
 import random
@@ -156,6 +155,10 @@ _PUBLISH_RETRY = 2.0
 _MAX_TICKS_PER_ITERATION = 3
 _WATCH_DRAIN_ROUNDS = 4
 _LEASE_EXPIRY_BATCH = 1000
+_MAX_STALLED_MESSAGES = 1024
+"""Replies (ZeroMQ messages) kept for a connection that is not reading before it is
+given up on."""
+_STALL_RETRY = 0.005
 _UNANSWERABLE = 0
 """Request id of replies to input that carried no readable request id."""
 
@@ -244,6 +247,8 @@ class Node:
         self._watch_streams: dict[int, tuple[bytes, int]] = {}
         self._watches_by_connection: dict[bytes, set[int]] = {}
         self._out: dict[bytes, list[Envelope]] = {}
+        self._stalled: dict[bytes, deque[bytes]] = {}
+        """Replies a congested connection could not take yet, in order."""
 
         self._now = time.monotonic()
         self._next_tick = self._now
@@ -389,6 +394,8 @@ class Node:
         timeout = max(0.0, self._next_tick - now)
         if self._kv.watches.pending or self._out:
             timeout = 0.0
+        elif self._stalled:
+            timeout = min(timeout, _STALL_RETRY)
         events = dict(self._poller.poll(int(timeout * 1000) + (1 if timeout > 0 else 0)))
         self._now = time.monotonic()
         if self._wake_rx in events:
@@ -991,7 +998,8 @@ class Node:
     def _create_watch(
         self, routing_id: bytes, request_id: int, request: WatchCreateRequest
     ) -> None:
-        response = self._kv.watches.create(request, (routing_id, request_id))
+        # The hub's tag is the connection: pause/resume and cleanup go per connection.
+        response = self._kv.watches.create(request, routing_id)
         self._watch_streams[response.watch_id] = (routing_id, request_id)
         self._watches_by_connection.setdefault(routing_id, set()).add(response.watch_id)
         self._reply(routing_id, request_id, self._stamp(response))
@@ -1020,14 +1028,13 @@ class Node:
                     del self._watches_by_connection[stream[0]]
 
     def _connection_gone(self, routing_id: bytes) -> None:
-        ids = self._watches_by_connection.pop(routing_id, None)
-        if not ids:
-            return
-        for watch_id in sorted(ids):
+        self._stalled.pop(routing_id, None)
+        ids = self._kv.watches.cancel_tag(routing_id)
+        self._watches_by_connection.pop(routing_id, None)
+        for watch_id in ids:
             self._watch_streams.pop(watch_id, None)
-            with contextlib.suppress(PnyxError):
-                self._kv.watches.cancel(watch_id)
-        self._log.info("client.gone", watches=len(ids))
+        if ids:
+            self._log.info("client.gone", watches=len(ids))
 
     def _drain_watches(self) -> None:
         hub = self._kv.watches
@@ -1119,17 +1126,58 @@ class Node:
         )
 
     def _flush_replies(self) -> None:
+        if self._stalled:
+            self._retry_stalled()
         if not self._out:
             return
         out, self._out = self._out, {}
-        assert self._client is not None
         limit = self.config.limits.max_batch
         for routing_id, envelopes in out.items():
-            for start in range(0, len(envelopes), limit):
-                payload = _encode_replies(envelopes[start : start + limit])
-                if self._client.send(routing_id, payload) is SendResult.GONE:
-                    self._connection_gone(routing_id)
-                    break
+            payloads = [
+                _encode_replies(envelopes[start : start + limit])
+                for start in range(0, len(envelopes), limit)
+            ]
+            stalled = self._stalled.get(routing_id)
+            if stalled is not None:
+                stalled.extend(payloads)  # keep the order behind what is already waiting
+                self._check_stall_bound(routing_id, stalled)
+                continue
+            self._send_payloads(routing_id, deque(payloads))
+
+    def _send_payloads(self, routing_id: bytes, payloads: deque[bytes]) -> None:
+        """Send in order; what the connection cannot take now waits (in order) rather than
+        being lost: dropping a watch response would leave a gap in the stream."""
+        assert self._client is not None
+        while payloads:
+            result = self._client.send(routing_id, payloads[0])
+            if result is SendResult.SENT:
+                payloads.popleft()
+            elif result is SendResult.GONE:
+                self._connection_gone(routing_id)
+                return
+            else:
+                self._stalled[routing_id] = payloads
+                self._kv.watches.pause(routing_id)
+                self._check_stall_bound(routing_id, payloads)
+                return
+        if routing_id in self._stalled:
+            del self._stalled[routing_id]
+            self._kv.watches.resume(routing_id)
+
+    def _retry_stalled(self) -> None:
+        for routing_id, payloads in list(self._stalled.items()):
+            del self._stalled[routing_id]
+            self._send_payloads(routing_id, payloads)
+            if routing_id not in self._stalled:
+                self._kv.watches.resume(routing_id)
+
+    def _check_stall_bound(self, routing_id: bytes, payloads: deque[bytes]) -> None:
+        if len(payloads) <= _MAX_STALLED_MESSAGES:
+            return
+        # The client stopped reading: give up on it rather than buffer without limit.
+        # Its calls time out and its watches resume elsewhere from their last revision.
+        self._log.warning("client.stalled_dropped", messages=len(payloads))
+        self._connection_gone(routing_id)
 
     # ------------------------------------------------------------------ admin (tests)
 
