@@ -209,6 +209,7 @@ class MVCCStore:
     _events: dict[int, tuple[Event, ...]] = attrs.field(init=False, factory=dict)
     # lease id -> keys whose live version carries it (derived from the index).
     _lease_keys: dict[int, set[bytes]] = attrs.field(init=False, factory=dict)
+    _header: ResponseHeader = attrs.field(init=False, factory=ResponseHeader)
 
     # ------------------------------------------------------------------ properties
 
@@ -222,7 +223,11 @@ class MVCCStore:
         return self._compact_revision
 
     def header(self) -> ResponseHeader:
-        return ResponseHeader(revision=self._revision)
+        """A response header at the current revision (shared: headers are immutable)."""
+        header = self._header
+        if header.revision != self._revision:
+            header = self._header = ResponseHeader(revision=self._revision)
+        return header
 
     # ------------------------------------------------------------------ reads
 

@@ -348,7 +348,7 @@ class KVStateMachine:
         return self.mvcc.revision
 
     def header(self) -> ResponseHeader:
-        return ResponseHeader(revision=self.mvcc.revision)
+        return self.mvcc.header()
 
     # ------------------------------------------------------------------ apply
 
