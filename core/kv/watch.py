@@ -69,10 +69,11 @@ class WatchLimits:
     """A catching-up watcher is refilled from history up to this many queued events."""
     catchup_bytes: int = 1 << 20
     """... or this many queued bytes."""
-    catchup_revisions: int = 10_000
+    catchup_revisions: int = 2_000
     """At most this many revisions are scanned for one watcher per ``drain`` call."""
-    catchup_watchers: int = 64
-    """At most this many catching-up watchers are refilled per ``drain`` call."""
+    catchup_watchers: int = 32
+    """At most this many catching-up watchers are refilled per ``drain`` call (with the
+    line above, bounds the history work of one ``drain``)."""
     fragment_events: int = 1_000
     """Events per response for a watcher that allows fragmenting a revision."""
 
@@ -281,15 +282,19 @@ class WatchHub:
             if watcher.outbox:
                 self._ready[watch_id] = watcher
 
-    def request_progress(self, watch_ids: Iterable[int] | None = None) -> None:
-        """Queue a progress notification for the given watchers (all if None) that are
-        still open. Its ``header.revision`` is the last revision the watcher has been given
-        every event up to, never more."""
-        targets = (
-            list(self._watchers.values())
-            if watch_ids is None
-            else [self._watchers[i] for i in watch_ids if i in self._watchers]
-        )
+    def request_progress(
+        self, watch_ids: Iterable[int] | None = None, *, tag: Hashable = None
+    ) -> None:
+        """Queue a progress notification for the given watchers, or those of ``tag`` (a
+        connection's ``WatchProgressRequest``), or all if neither is given. Its
+        ``header.revision`` is the last revision the watcher has been given every event
+        up to, never more."""
+        if watch_ids is not None:
+            targets = [self._watchers[i] for i in watch_ids if i in self._watchers]
+        elif tag is not None:
+            targets = list(self._by_tag.get(tag, {}).values())
+        else:
+            targets = list(self._watchers.values())
         current = self.store.revision
         for watcher in targets:
             if watcher.canceled:

@@ -192,6 +192,15 @@ def test_progress_notification_never_promises_more_than_was_delivered() -> None:
     assert progress[catching_up.watch_id] == max(delivered_before)
 
 
+def test_progress_request_of_one_connection() -> None:
+    _store, hub = make()
+    mine = hub.create(WatchCreateRequest(b"a"), tag="mine")
+    hub.create(WatchCreateRequest(b"b"), tag="theirs")
+    hub.request_progress(tag="mine")
+    (response,) = drain_all(hub)
+    assert response.watch_id == mine.watch_id and response.progress_notify
+
+
 def test_progress_notify_only_for_watchers_that_asked() -> None:
     _store, hub = make()
     asked = hub.create(WatchCreateRequest(b"a", progress_notify=True))
