@@ -5,7 +5,8 @@ It is a test double of the wire peer, not of the client: the client under test r
 unchanged, over real sockets. Several ``FakeServer`` objects may share one ``FakeStore``
 to stand for the members of one cluster (same data, same exactly-once table), each with
 its own connections and watches. Tests inject faults with ``hook`` (answer a request
-with an error, or drop it), ``stop()``/``start()`` (the node dies and comes back on the
+with an error, or drop it unapplied), ``drop_replies`` (apply, then lose the answer),
+``stop()``/``start()`` (the node dies and comes back on the
 same port), ``silent`` (the node stays connected but never answers) and
 ``cancel_watches`` (the node cuts its watchers off).
 
@@ -131,6 +132,8 @@ class FakeServer:
         self.port = port
         self.hook: Hook | None = None
         self.silent = False
+        self.drop_replies = 0
+        """Apply the next this-many requests but swallow their replies (a lost answer)."""
         self.received: list[Envelope] = []
         self.messages = 0
         """ZeroMQ messages received (each a batch of envelopes)."""
@@ -297,6 +300,9 @@ class FakeServer:
                     response = self._answer(routing_id, item)
                 except errors.PnyxError as exc:
                     response = error_response_from_exception(exc, self.store.header(self))
+            if self.drop_replies > 0:
+                self.drop_replies -= 1
+                continue
             # A watch answers with "created" and its history; live events queued since
             # (in the outbox) go out after these replies, so the order holds.
             for one in response if isinstance(response, list) else [response]:
