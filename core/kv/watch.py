@@ -55,6 +55,9 @@ __all__ = ["SLOW_WATCHER_REASON", "WatchDelivery", "WatchHub", "WatchLimits"]
 SLOW_WATCHER_REASON = "slow watcher"
 """Prefix of ``cancel_reason`` when a watcher fell too far behind; resumable."""
 
+_ANY_TAG: Hashable = object()
+"""Default of ``WatchHub.cancel``: no ownership check."""
+
 _EVENT_OVERHEAD = 64
 """Bytes counted per event on top of its keys and values (framing, revisions)."""
 
@@ -251,11 +254,12 @@ class WatchHub:
             self._unsynced[watch_id] = watcher
         return created
 
-    def cancel(self, watch_id: int) -> WatchResponse:
+    def cancel(self, watch_id: int, tag: Hashable = _ANY_TAG) -> WatchResponse:
         """Close a watch at the client's request; returns the ``canceled`` response. Its
-        queued responses are dropped."""
+        queued responses are dropped. With ``tag``, only a watch created with that tag
+        (the asking connection's own) can be canceled."""
         watcher = self._watchers.get(watch_id)
-        if watcher is None:
+        if watcher is None or (tag is not _ANY_TAG and watcher.tag != tag):
             raise InvalidRequestError(f"no watch with id {watch_id}")
         self._remove(watcher)
         return WatchResponse(self._header(), watch_id, canceled=True)

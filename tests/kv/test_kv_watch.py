@@ -224,7 +224,9 @@ def test_cancel_and_cancel_tag() -> None:
     one = hub.create(WatchCreateRequest(b"k"), tag="conn-1")
     hub.create(WatchCreateRequest(b"k"), tag="conn-2")
     hub.create(WatchCreateRequest(b"k", b"l"), tag="conn-2")
-    canceled = hub.cancel(one.watch_id)
+    with pytest.raises(InvalidRequestError):
+        hub.cancel(one.watch_id, tag="conn-2")  # not that connection's watch
+    canceled = hub.cancel(one.watch_id, tag="conn-1")
     assert canceled.canceled and canceled.watch_id == one.watch_id
     with pytest.raises(InvalidRequestError):
         hub.cancel(one.watch_id)
