@@ -1,0 +1,370 @@
+"""Real node processes on loopback (``LocalCluster``): serving through any member, faults
+(kill -9, restart, SIGTERM, partitions), membership changes, and hostile input.
+
+Every wait polls with a deadline; nothing sleeps a fixed time. These tests share one
+xdist group so that only one cluster runs at a time on the 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import msgpack
+import pytest
+import zmq
+
+from pnyx.clients import Client
+from pnyx.clients.testing import LocalCluster, RawConnection, wait_for
+from pnyx.core import errors
+from pnyx.core.wire.codec import TAG_OF, encode_batch
+from pnyx.core.wire.messages import (
+    Envelope,
+    ErrorResponse,
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseKeepAliveRequest,
+    MemberListRequest,
+    MemberListResponse,
+    MemberPromoteRequest,
+    PutRequest,
+    PutResponse,
+    RangeRequest,
+    RangeResponse,
+    StatusRequest,
+    StatusResponse,
+)
+
+pytestmark = [pytest.mark.xdist_group("pnyx-cluster"), pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One 3-node cluster shared by the tests that do not break it."""
+    with LocalCluster(3, directory=str(tmp_path_factory.mktemp("shared"))) as shared:
+        yield shared
+
+
+@pytest.fixture
+def fresh(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[LocalCluster]:
+    """A 3-node cluster of this test's own (parametrize indirectly for other options)."""
+    options = getattr(request, "param", {})
+    failed_before = request.session.testsfailed
+    with LocalCluster(3, directory=os.path.join(str(tmp_path), "cluster"), **options) as own:
+        yield own
+        if request.session.testsfailed > failed_before:
+            own.mark_failed()
+
+
+class Writers:
+    """Threads putting unique keys through a real ``Client`` (which retries with the
+    same exactly-once seq); records which puts were acknowledged and which failed."""
+
+    def __init__(self, endpoints: list[str], threads: int = 2, prefix: str = "w") -> None:
+        self.acked: set[str] = set()
+        self.failed: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(endpoints, f"{prefix}{i}/"), daemon=True)
+            for i in range(threads)
+        ]
+
+    def __enter__(self) -> Writers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+            assert not thread.is_alive()
+
+    def _run(self, endpoints: list[str], prefix: str) -> None:
+        with Client(endpoints, timeout=15.0) as kv:
+            n = 0
+            while not self._stop.is_set():
+                key = f"{prefix}{n:06d}"
+                n += 1
+                try:
+                    kv.put(key, "x")
+                except errors.PnyxError as error:
+                    with self._lock:
+                        self.failed.append((key, repr(error)))
+                    continue
+                with self._lock:
+                    self.acked.add(key)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.acked)
+
+    def wait_for_more(self, how_many: int, timeout: float = 30.0) -> None:
+        target = self.count() + how_many
+        wait_for(lambda: self.count() >= target, timeout, f"{how_many} more acknowledged writes")
+
+
+def keys_on(cluster: LocalCluster, name: str, prefix: bytes, serializable: bool) -> set[str]:
+    connection = cluster.connection(name)
+    response = connection.call(
+        RangeRequest(prefix, prefix[:-1] + bytes([prefix[-1] + 1]), serializable=serializable),
+        timeout=10.0,
+    )
+    assert isinstance(response, RangeResponse)
+    return {kv.key.decode() for kv in response.kvs}
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def test_writes_and_linearizable_reads_through_every_member(cluster: LocalCluster) -> None:
+    names = cluster.names
+    for writer in names:
+        for reader in names:
+            key = f"any/{writer}/{reader}".encode()
+            put = cluster.connection(writer).call(PutRequest(key, writer.encode()))
+            assert isinstance(put, PutResponse)
+            # Acknowledged on one member => visible to a linearizable read on any member.
+            got = cluster.connection(reader).call(RangeRequest(key))
+            assert isinstance(got, RangeResponse)
+            assert [(kv.key, kv.value) for kv in got.kvs] == [(key, writer.encode())]
+            assert got.header.revision >= put.header.revision
+    statuses = [cluster.status(name) for name in names]
+    assert all(s is not None for s in statuses)
+    leaders = {s.leader for s in statuses if s is not None}
+    assert len(leaders) == 1 and 0 not in leaders
+
+
+def test_members_know_each_other_and_follower_only_requests_redirect_to_the_leader(
+    cluster: LocalCluster,
+) -> None:
+    leader = cluster.leader()
+    follower = next(name for name in cluster.names if name != leader)
+    members = cluster.connection(follower).call(MemberListRequest(linearizable=True))
+    assert isinstance(members, MemberListResponse)
+    assert sorted(m.name for m in members.members) == sorted(cluster.names)
+    assert {m.client_urls for m in members.members} == {(url,) for url in cluster.endpoints}
+    lease = cluster.connection(follower).call(LeaseGrantRequest(ttl=30))
+    assert isinstance(lease, LeaseGrantResponse) and lease.id > 0
+    with pytest.raises(errors.NotLeaderError) as raised:
+        cluster.connection(follower).call(LeaseKeepAliveRequest(lease.id))
+    assert raised.value.leader_hint == cluster.endpoint(leader)
+    assert cluster.connection(leader).call(LeaseKeepAliveRequest(lease.id)).ttl == 30
+
+
+def test_watch_on_one_member_sees_writes_made_through_another(cluster: LocalCluster) -> None:
+    first, *_, last = cluster.names
+    with (
+        Client([cluster.endpoint(first)], timeout=10.0) as watcher_client,
+        Client([cluster.endpoint(last)], timeout=10.0) as writer_client,
+        watcher_client.watch("watched/", prefix=True) as watch,
+    ):
+        put = writer_client.put("watched/a", "1")
+        writer_client.put("watched/b", "2")
+        batches = [watch.get(timeout=10.0), watch.get(timeout=10.0)]
+    assert [b.revision for b in batches if b] == [put.revision, put.revision + 1]
+    assert [e.kv.key for b in batches if b for e in b.events] == [b"watched/a", b"watched/b"]
+
+
+def _whole_message_error(connection: RawConnection, payload: bytes) -> ErrorResponse:
+    connection.send_raw(payload)
+    received = connection.receive_raw(timeout=5.0)
+    assert received is not None, "no reply to a malformed message"
+    (item,) = received
+    assert isinstance(item, Envelope) and item.request_id == 0
+    assert isinstance(item.message, ErrorResponse)
+    return item.message
+
+
+def test_malformed_input_gets_typed_errors_and_changes_nothing(cluster: LocalCluster) -> None:
+    name = cluster.names[0]
+    connection = cluster.reconnect(name)
+    before = connection.call(StatusRequest())
+    assert isinstance(before, StatusResponse)
+    invalid, too_large = errors.InvalidRequestError.code, errors.RequestTooLargeError.code
+
+    # Whole-message problems: answered with request id 0.
+    assert _whole_message_error(connection, b"\xc1\x00garbage").code == invalid
+    assert _whole_message_error(connection, b"").code == invalid
+    assert _whole_message_error(connection, msgpack.packb([99, []])).code == invalid
+    assert _whole_message_error(connection, msgpack.packb("hello")).code == invalid
+    assert _whole_message_error(connection, b"\x00" * (5 << 20)).code == too_large
+    connection._socket.send_multipart([b"", b"two frames"])  # what a REQ socket would send
+    assert connection.receive_raw(5.0) is not None
+
+    # Per-envelope problems: answered under their own id; good neighbours still served.
+    put_tag = TAG_OF[PutRequest]
+    batch = msgpack.packb(
+        [
+            1,
+            [
+                [11, 9999, [], b"", 0],  # unknown tag
+                [12, put_tag, ["not bytes", b"v", 0, False, False, False], b"", 0],
+                [13, put_tag, [b"k", b"v", 0, False, False, False], b"", 5],  # seq, no id
+                [14, put_tag, [b"fine", b"ok", 0, False, False, False], b"cid", 1],
+                "not an envelope",
+            ],
+        ]
+    )
+    connection.send_raw(batch)
+    replies: dict[int, object] = {}
+    while len(replies) < 5:
+        received = connection.receive_raw(10.0)
+        assert received is not None
+        for item in received:
+            assert isinstance(item, Envelope)
+            replies[item.request_id] = item.message
+    for request_id in (11, 12, 13, 0):
+        reply = replies[request_id]
+        assert isinstance(reply, ErrorResponse) and reply.code == invalid, reply
+    assert isinstance(replies[14], PutResponse)
+
+    # Valid shape, refused by the limits or etcd's rules.
+    refused = [
+        (PutRequest(b"k" * (9 << 10), b"v"), too_large),
+        (RangeRequest(b"b", b"a"), invalid),
+        (PutRequest(b"", b"v"), invalid),
+    ]
+    connection.send_raw(
+        encode_batch([Envelope(20 + i, request) for i, (request, _) in enumerate(refused)])
+    )
+    seen: dict[int, object] = {}
+    while len(seen) < len(refused):
+        received = connection.receive_raw(10.0)
+        assert received is not None
+        seen.update((item.request_id, item.message) for item in received)  # type: ignore[union-attr]
+    for i, (_, code) in enumerate(refused):
+        reply = seen[20 + i]
+        assert isinstance(reply, ErrorResponse) and reply.code == code, reply
+
+    # Garbage on the peer port is dropped without harm.
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        intruder = context.socket(zmq.DEALER)
+        intruder.setsockopt(zmq.LINGER, 0)
+        intruder.connect(cluster.nodes[name].peer_url)
+        for junk in (b"\xc1", msgpack.packb([1, [b"\xff" * 10]]), msgpack.packb([1, "x"])):
+            intruder.send(junk)
+        intruder.close(0)
+    finally:
+        context.destroy(linger=0)
+
+    # Still serving, and only the one valid put changed the store.
+    after = connection.call(StatusRequest())
+    assert isinstance(after, StatusResponse)
+    assert after.header.revision == before.header.revision + 1
+    assert connection.call(PutRequest(b"after-garbage", b"ok")).header.revision > 0
+    assert cluster.status(name) is not None
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_kill_9_of_the_leader_during_writes_loses_no_acknowledged_write(
+    fresh: LocalCluster,
+) -> None:
+    old_leader = fresh.leader()
+    with Writers(fresh.endpoints) as writers:
+        writers.wait_for_more(100)
+        fresh.kill(old_leader)
+        # A new leader serves writes.
+        new_leader = fresh.leader(timeout=15.0)
+        assert new_leader != old_leader
+        writers.wait_for_more(100)
+    survivors = [name for name in fresh.names if name != old_leader]
+    for name in survivors:
+        stored = keys_on(fresh, name, b"w", serializable=False)
+        assert writers.acked <= stored, sorted(writers.acked - stored)[:10]
+    # The killed leader restarts (its log may hold uncommitted entries to repair) and
+    # catches up with everything acknowledged.
+    fresh.restart(old_leader)
+    fresh.wait_caught_up(old_leader)
+    assert writers.acked <= keys_on(fresh, old_leader, b"w", serializable=True)
+
+
+@pytest.mark.parametrize("fresh", [{"snapshot_count": 50}], indirect=True)
+def test_a_killed_node_restarts_and_catches_up_from_a_compacted_log(fresh: LocalCluster) -> None:
+    leader = fresh.leader()
+    follower = next(name for name in fresh.names if name != leader)
+    fresh.kill(follower)
+    with Client(fresh.endpoints, timeout=15.0) as kv:
+        for i in range(300):
+            kv.put(f"r/{i:04d}", str(i))
+    fresh.restart(follower)
+    fresh.wait_caught_up(follower)
+    stored = keys_on(fresh, follower, b"r/", serializable=True)
+    assert stored == {f"r/{i:04d}" for i in range(300)}
+    # The leader compacted its log past what the follower had, so it sent a snapshot.
+    assert "snapshot.installed" in fresh.log_text(follower)
+    assert "snapshot.taken" in fresh.log_text(leader)
+
+
+@pytest.mark.parametrize("fresh", [{"snapshot_count": 50}], indirect=True)
+def test_a_member_added_at_runtime_catches_up_by_snapshot_and_serves(
+    fresh: LocalCluster,
+) -> None:
+    with Client(fresh.endpoints, timeout=15.0) as kv:
+        for i in range(200):
+            kv.put(f"a/{i:04d}", str(i))
+    fresh.add_member("n4", learner=True)
+    fresh.wait_caught_up("n4")
+    assert keys_on(fresh, "n4", b"a/", serializable=True) == {f"a/{i:04d}" for i in range(200)}
+    assert "snapshot.installed" in fresh.log_text("n4")
+    status = fresh.status("n4")
+    assert status is not None and status.is_learner
+    # Promote the learner to voter; then it serves writes like any member.
+    member_id = status.header.member_id
+
+    def promoted() -> bool:
+        try:
+            fresh.connection(fresh.leader()).call(MemberPromoteRequest(member_id))
+        except errors.PnyxError:
+            return False
+        return True
+
+    wait_for(promoted, 20.0, "the promotion of n4", interval=0.2)
+    members = fresh.connection("n4").call(MemberListRequest(linearizable=True))
+    assert isinstance(members, MemberListResponse)
+    n4 = next(m for m in members.members if m.name == "n4")
+    assert not n4.is_learner and n4.client_urls == (fresh.endpoint("n4"),)
+    put = fresh.connection("n4").call(PutRequest(b"a/from-n4", b"yes"))
+    assert isinstance(put, PutResponse)
+    assert "a/from-n4" in keys_on(fresh, fresh.names[0], b"a/", serializable=False)
+
+
+def test_sigterm_of_the_leader_hands_over_without_a_failed_write(fresh: LocalCluster) -> None:
+    old_leader = fresh.leader()
+    with Writers(fresh.endpoints) as writers:
+        writers.wait_for_more(100)
+        started = time.monotonic()
+        assert fresh.stop(old_leader) == 0
+        handover = time.monotonic() - started
+        writers.wait_for_more(100)
+    assert writers.failed == []
+    new_leader = fresh.leader()
+    assert new_leader != old_leader
+    assert "node.transferring_leadership" in fresh.log_text(old_leader)
+    for name in fresh.running_names():
+        assert writers.acked <= keys_on(fresh, name, b"w", serializable=False)
+    print(f"graceful leader stop took {handover:.2f}s")
+
+
+def test_a_partitioned_leader_is_replaced_and_rejoins_after_heal(fresh: LocalCluster) -> None:
+    old_leader = fresh.leader()
+    majority = [name for name in fresh.names if name != old_leader]
+    fresh.partition([old_leader], majority)
+    new_leader = fresh.leader(timeout=15.0, among=majority)
+    assert new_leader != old_leader
+    put = fresh.connection(new_leader).call(PutRequest(b"p/majority", b"1"))
+    assert isinstance(put, PutResponse)
+    # The isolated old leader cannot confirm a linearizable read (CheckQuorum + ReadIndex).
+    with pytest.raises((errors.UnavailableError, TimeoutError)):
+        fresh.connection(old_leader).call(RangeRequest(b"p/majority"), timeout=8.0)
+    fresh.reconnect(old_leader)
+    fresh.heal()
+    fresh.leader(timeout=15.0)  # all three agree on one leader again
+    fresh.wait_caught_up(old_leader)
+    assert keys_on(fresh, old_leader, b"p/", serializable=True) == {"p/majority"}
