@@ -168,11 +168,22 @@ def _valid_record_after(data: bytes, start: int) -> bool:
     """Whether any decodable, checksummed record starts at or after ``start``: if so, a
     bad record before it is damage in the middle, not a torn tail."""
     view = memoryview(data)
-    limit = len(data) - _HEADER_SIZE
-    for offset in range(start, limit):
-        # Cheap filter first: every payload is a short msgpack array (0x91..0x9f).
-        if data[offset + _HEADER_SIZE] & 0xF0 != 0x90:
-            continue
+    # Every payload starts with a 3- or 4-element msgpack array header (0x93 / 0x94):
+    # jump between those bytes with find() instead of trying every offset in Python.
+    # ``upcoming`` holds the next position of each (len(data) once there is none).
+    limit = len(data)
+    upcoming = {}
+    for marker in (b"\x93", b"\x94"):
+        found = data.find(marker, start + _HEADER_SIZE)
+        upcoming[marker] = found if found >= 0 else limit
+    while True:
+        marker = min(upcoming, key=upcoming.__getitem__)
+        found = upcoming[marker]
+        if found >= limit:
+            return False
+        following = data.find(marker, found + 1)
+        upcoming[marker] = following if following >= 0 else limit
+        offset = found - _HEADER_SIZE
         end, reason = _record_at(data, offset)
         if reason is None:
             try:
@@ -180,7 +191,6 @@ def _valid_record_after(data: bytes, start: int) -> bool:
             except _BadRecordError:
                 continue
             return True
-    return False
 
 
 @attrs.define

@@ -111,7 +111,8 @@ class WalWriter:
 
     def submit_snapshot(self, snapshot: Snapshot) -> Future[None]:
         """Queue ``Storage.save_snapshot`` (an application snapshot), in order with the
-        batches submitted before it."""
+        batches submitted before it. A snapshot beyond the last index submitted is a
+        bug in the caller and, like an I/O error, stops the writer."""
         return self._enqueue(_SaveSnapshot(snapshot, Future()))
 
     def close(self, timeout: float | None = None) -> None:

@@ -162,3 +162,20 @@ def test_only_the_newest_snapshots_are_kept() -> None:
     assert [file.index for file in storage.snapshot_files] == [35, 30]
     names = [name for name in fs.list_dir(DATA) if name.startswith("snap-")]
     assert len(names) == 2
+
+
+def test_received_snapshot_whose_marker_was_lost_is_recorded_again_on_open() -> None:
+    fs = MemoryFileSystem()
+    storage = Storage.open(fs, DATA)
+    storage.save(HardState(1, 1, 0), [entry(1)])
+    storage.save(HardState(2, 0, 2), [], snapshot_at(2))  # the file is durable at once
+    fs.crash(random.Random(0), torn=False)  # ...but the marker and hard state were not
+    storage = Storage.open(fs, DATA)
+    state = storage.recover()
+    assert state.snapshot == snapshot_at(2)
+    assert state.entries == ()
+    # Entries after the snapshot must replay after it, not as a gap after entry 1.
+    storage.save(None, [entry(3)])
+    storage.sync()
+    storage.close()
+    assert Storage.open(fs, DATA).recover().entries == (entry(3),)
