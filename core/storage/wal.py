@@ -291,6 +291,7 @@ class Wal:
     _failed: StorageError | None = None
     _closed: bool = False
     _dirty: bool = False
+    _header_due: bool = False
     sync_count: int = 0
 
     @classmethod
@@ -321,9 +322,10 @@ class Wal:
                 lambda: fs.open_append(os.path.join(directory, segments[-1].name)),
                 "open the last WAL segment",
             )
-            # A crash may have cut the last segment's header (or left it empty): repeat
-            # the state, so that releasing older segments can never lose it.
-            wal._write_header()
+            # A crash may have cut the last segment's header (or left it empty): the
+            # state is repeated before the next records, so that releasing older
+            # segments can never lose it. (Lazily: a refused start writes nothing.)
+            wal._header_due = True
         return wal, replay
 
     @property
@@ -364,6 +366,9 @@ class Wal:
             return
         if self._file is None:
             self._create_segment()
+        if self._header_due:
+            self._header_due = False
+            self._buffer[:0] = self._header()
         data = b"".join(self._buffer)
         self._buffer.clear()
         file = self._file
@@ -397,6 +402,9 @@ class Wal:
         ``index`` (all covered by a durable snapshot); fsync the directory. The last
         segment is never deleted. Returns how many segments were deleted."""
         self._check()
+        if self._header_due:
+            self._header_due = False
+            self._write_header()
         released = 0
         # Every live entry of segment k is below the first index of segment k+1: the
         # entries written to k at or above it were cut off before k+1 was opened.
@@ -452,16 +460,20 @@ class Wal:
         """Write and sync the latest flushed hard state and snapshot marker to the
         current segment. Older segments may be released as soon as this returns, so
         the header must be durable first or a crash could lose the hard state."""
-        header = b""
-        if self._flushed_hard_state is not None:
-            header += encode_hard_state(self._flushed_hard_state)
-        if self._flushed_marker is not None:
-            header += encode_snapshot_marker(self._flushed_marker)
+        header = b"".join(self._header())
         if header:
             file = self._file
             assert file is not None
             self._guard(lambda: file.write(header), "write to the WAL")
             self._guard(file.sync, "fsync the WAL")
+
+    def _header(self) -> list[bytes]:
+        records = []
+        if self._flushed_hard_state is not None:
+            records.append(encode_hard_state(self._flushed_hard_state))
+        if self._flushed_marker is not None:
+            records.append(encode_snapshot_marker(self._flushed_marker))
+        return records
 
     def _rotate(self) -> None:
         # The current segment is synced, so it can never show a torn tail later.

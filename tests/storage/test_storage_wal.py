@@ -97,9 +97,8 @@ def test_torn_last_record_is_truncated_at_every_cut_offset() -> None:
 
         storage = reopen(fs)
         assert storage.recover().entries == tuple(entries(1, 3)), cut
-        # The tail is gone from the disk (opening repeats the hard state after the good
-        # records), and appending after the repair works.
-        assert fs.durable_content(path) == content[:start] + encode_hard_state(HardState(1, 1, 1))
+        # The tail is gone from the disk, and appending after the repair works.
+        assert fs.durable_content(path) == content[:start]
         assert reopen(fs).recover().entries == tuple(entries(1, 3))
         storage.save(None, entries(4, 4, term=2))
         storage.sync()
@@ -117,7 +116,8 @@ def test_last_record_failing_its_checksum_is_a_torn_tail(damage: str) -> None:
         else:
             fs.corrupt(path, offset, xor=fs.read_file(path)[offset])
     assert reopen(fs).recover().entries == tuple(entries(1, 3))
-    assert fs.durable_content(path)[start:] == encode_hard_state(HardState(1, 1, 1))
+    assert fs.durable_content(path) == fs.read_file(path)
+    assert len(fs.read_file(path)) == start
 
 
 def test_zero_filled_tail_is_a_torn_tail() -> None:
@@ -127,7 +127,8 @@ def test_zero_filled_tail_is_a_torn_tail() -> None:
     handle.write(bytes(100))
     handle.sync()
     assert reopen(fs).recover().entries == tuple(entries(1, 6))
-    assert fs.durable_content(path)[end:] == encode_hard_state(HardState(1, 1, 1))
+    assert fs.durable_content(path) == fs.read_file(path)
+    assert len(fs.read_file(path)) == end
 
 
 def test_flipped_byte_in_a_middle_record_refuses_to_start_naming_file_and_offset() -> None:
@@ -364,3 +365,21 @@ def test_save_snapshot_beyond_the_log_is_refused() -> None:
     storage.save(None, entries(1, 3))
     with pytest.raises(ValueError, match="beyond"):
         storage.save_snapshot(snapshot_at(4))
+
+
+def test_opening_writes_nothing_and_the_state_is_repeated_before_new_records() -> None:
+    fs = MemoryFileSystem()
+    storage = reopen(fs, segment_size=64)
+    storage.save(HardState(3, 2, 1), entries(1, 3))
+    storage.sync()
+    storage.close()
+    path = segment_paths(fs)[-1]
+    before = fs.read_file(path)
+    operations = fs.operation_count
+    storage = reopen(fs, segment_size=64)
+    assert fs.operation_count == operations  # a refused start would have changed nothing
+    storage.save(None, entries(4, 4))
+    storage.sync()
+    after = fs.read_file(path)
+    # The hard state is repeated ahead of the new records, so the older ones can go.
+    assert after[len(before) :].startswith(encode_hard_state(HardState(3, 2, 1)))
