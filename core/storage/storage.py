@@ -71,7 +71,8 @@ class Storage:
         if not fs.exists(path):
             try:
                 fs.mkdir(path)
-                fs.fsync_dir(os.path.dirname(os.path.abspath(path)))
+                # The new directory's own name must be durable too.
+                fs.fsync_dir(os.path.dirname(os.path.normpath(path)) or ".")
             except OSError as error:
                 raise StorageError(f"could not create {path} ({error})") from error
         snapshots = SnapshotStore.open(fs, path)

@@ -159,3 +159,13 @@ def test_real_disk_errors_become_storage_errors(tmp_path: Path) -> None:
     blocker.write_bytes(b"")
     with pytest.raises(StorageError):
         Storage.open(OsFileSystem(), str(blocker / "data"))
+
+
+def test_relative_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for fs in (OsFileSystem(), MemoryFileSystem()):
+        storage = Storage.open(fs, "node-data")
+        storage.save(HardState(1, 1, 0), _entries(1, 2))
+        storage.sync()
+        storage.close()
+        assert len(Storage.open(fs, "node-data").recover().entries) == 2
