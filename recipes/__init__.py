@@ -1,1 +1,20 @@
-"""pnyx.recipes: coordination recipes built on the client's public API."""
+"""pnyx.recipes: coordination recipes built on the client's public API.
+
+::
+
+    from pnyx.clients import Client
+    from pnyx.recipes import Lock, Session
+
+    with Client() as kv, Session(kv, ttl=10) as session:
+        with Lock(session, "jobs/42", timeout=5) as lock:
+            lock.fenced_put("results/42", b"done")
+
+One module per recipe, each a context manager for ``with`` and ``async with`` (the design
+is written down in ``pnyx.recipes._base``). Recipes import only ``pnyx.clients`` and
+``pnyx.core.errors``; nothing in ``pnyx.clients`` imports them.
+"""
+
+from pnyx.recipes._base import Signal
+from pnyx.recipes.session import Session
+
+__all__ = ["Session", "Signal"]
