@@ -67,6 +67,7 @@ from pnyx.core.errors import (
     NotLeaderError,
     PnyxError,
     ProposalDroppedError,
+    StorageError,
     TimeoutError,
 )
 from pnyx.core.kv.store import ClientCommand, KVStateMachine, decode_command, encode_command
@@ -98,7 +99,7 @@ from pnyx.core.server.members import (
     encode_server_command,
     is_server_command,
 )
-from pnyx.core.storage import OsFileSystem, Storage, WalWriter
+from pnyx.core.storage import FileSystem, OsFileSystem, Storage, WalWriter
 from pnyx.core.transport import ClientRouter, Malformed, PeerTransport, SendResult
 from pnyx.core.wire.codec import PROTOCOL_VERSION, DecodeError, decode_batch, encode_batch
 from pnyx.core.wire.messages import (
@@ -203,9 +204,10 @@ class Node:
     handler. A plain class: its state is derived from the config and the recovered disk
     in ``open``, which an attrs constructor would only obscure."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, fs: FileSystem | None = None) -> None:
         config.validate()
         self.config = config
+        self._fs: FileSystem = fs if fs is not None else OsFileSystem()
         self.id = config.node_id
         self._log = structlog.get_logger("pnyx.node").bind(node=config.name)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -277,7 +279,7 @@ class Node:
             self._addresses[node_id] = MemberRecord(
                 node_id, name, url, config.initial_cluster_client.get(name, "")
             )
-        storage = Storage.open(OsFileSystem(), config.data_dir)
+        storage = Storage.open(self._fs, config.data_dir)
         persisted = storage.recover()
         bootstrap: ConfState | None = None
         fresh = persisted == PersistedState()
@@ -295,7 +297,11 @@ class Node:
             bootstrap,
         )
         if persisted.snapshot is not None:
-            self._restore_snapshot(persisted.snapshot)
+            try:
+                self._restore_snapshot(persisted.snapshot)
+            except _FatalError as error:
+                storage.close()
+                raise StorageError(str(error)) from None
         self._learn_addresses(persisted.entries)
         self._log.info(
             "node.recovered",
@@ -342,6 +348,14 @@ class Node:
         self._log.info(
             "node.listening", client=config.listen_client, peer=config.listen_peer, id=self.id
         )
+
+    @property
+    def client_endpoint(self) -> str:
+        """The address the client ROUTER is bound to (resolves a ``:*`` port)."""
+        if self._client is None:
+            raise RuntimeError("Node.open() was not called")
+        endpoint = self._client.socket.getsockopt(zmq.LAST_ENDPOINT)
+        return endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)
 
     def request_stop(self) -> None:
         """Ask the loop to shut down gracefully (safe from a signal handler)."""
