@@ -70,7 +70,13 @@ from pnyx.core.errors import (
     StorageError,
     TimeoutError,
 )
-from pnyx.core.kv.store import ClientCommand, KVStateMachine, decode_command, encode_command
+from pnyx.core.kv.store import (
+    ClientCommand,
+    Command,
+    KVStateMachine,
+    decode_command,
+    encode_command,
+)
 from pnyx.core.raft import RaftNode, decode_conf_change, decode_message, encode_message
 from pnyx.core.raft.node import NO_LEADER
 from pnyx.core.raft.types import (
@@ -118,7 +124,9 @@ from pnyx.core.wire.messages import (
     MemberPromoteResponse,
     MemberRemoveRequest,
     MemberRemoveResponse,
+    PutResponse,
     RangeRequest,
+    RangeResponse,
     Request,
     Response,
     ResponseHeader,
@@ -179,6 +187,8 @@ class _Waiter:
     routing_id: bytes
     request_id: int
     deadline: float
+    data: bytes = b""
+    """The proposed entry data (to forget its cached command if it never applies)."""
 
 
 @attrs.define
@@ -241,6 +251,7 @@ class Node:
         self._pending: dict[tuple[bytes, int], list[_Waiter]] = {}
         self._pending_deadlines: deque[tuple[float, tuple[bytes, int]]] = deque()
         self._anonymous_seq = 0
+        self._proposed: dict[bytes, Command] = {}
         self._read_batch: list[_PendingRead] = []
         self._reads_by_context: dict[bytes, list[_PendingRead]] = {}
         self._reads_waiting: list[tuple[int, int, list[_PendingRead]]] = []
@@ -592,11 +603,13 @@ class Node:
             if command is not None:
                 self._apply_publish(command)
             return
-        try:
-            kv_command = decode_command(data, self.config.limits)
-        except PnyxError:
-            self._kv.apply_entry(index, data)  # records the index; nobody to answer
-            return
+        kv_command = self._proposed.pop(data, None)
+        if kv_command is None:
+            try:
+                kv_command = decode_command(data, self.config.limits)
+            except PnyxError:
+                self._kv.apply_entry(index, data)  # records the index; nobody to answer
+                return
         response = self._kv.apply(index, kv_command)
         if response is None or not isinstance(kv_command, ClientCommand):
             return
@@ -844,11 +857,14 @@ class Node:
             # state machine does not deduplicate seq 0, so this id never enters its table.
             self._anonymous_seq += 1
             client_id = b"\x00anon" + self._token + self._anonymous_seq.to_bytes(8, "big")
-        data = encode_command(ClientCommand(client_id, seq, envelope.message))  # type: ignore[arg-type]
+        command = ClientCommand(client_id, seq, envelope.message)  # type: ignore[arg-type]
+        data = encode_command(command)
         self._propose(data)
+        # When this member applies the entry it proposed, it need not decode it again.
+        self._proposed[data] = command
         key = (client_id, seq)
         deadline = self._now + self.config.request_timeout
-        waiter = _Waiter(routing_id, envelope.request_id, deadline)
+        waiter = _Waiter(routing_id, envelope.request_id, deadline, data)
         waiters = self._pending.get(key)
         if waiters is None:
             self._pending[key] = [waiter]
@@ -1079,6 +1095,7 @@ class Node:
             keep = [w for w in waiters if w.deadline > now]
             for waiter in waiters:
                 if waiter.deadline <= now:
+                    self._proposed.pop(waiter.data, None)
                     self._reply_error(waiter.routing_id, waiter.request_id, error)
             if keep:
                 self._pending[key] = keep
@@ -1124,7 +1141,18 @@ class Node:
         """The response with this member's id, term and leader in its header."""
         header: ResponseHeader | None = getattr(response, "header", None)
         revision = header.revision if header is not None else self._kv.revision
-        return attrs.evolve(response, header=self._header(revision))
+        stamped = self._header(revision)
+        # Direct constructors for the hot responses: attrs.evolve costs several times more.
+        kind = type(response)
+        if kind is PutResponse:
+            assert isinstance(response, PutResponse)
+            return PutResponse(header=stamped, prev_kv=response.prev_kv)
+        if kind is RangeResponse:
+            assert isinstance(response, RangeResponse)
+            return RangeResponse(
+                header=stamped, kvs=response.kvs, more=response.more, count=response.count
+            )
+        return attrs.evolve(response, header=stamped)
 
     def _reply(self, routing_id: bytes, request_id: int, response: Response) -> None:
         out = self._out.get(routing_id)
