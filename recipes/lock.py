@@ -1,0 +1,667 @@
+"""``Lock``: a distributed mutex with fencing tokens, FIFO-fair and free of thundering
+herds; and ``Queued``, the waiting-line machinery that ``RWLock``, ``Semaphore`` and
+``Election`` share with it.
+
+::
+
+    with Client() as kv, Session(kv, ttl=10) as session:
+        with Lock(session, "jobs/42", timeout=5) as lock:   # LockTimeoutError after 5 s
+            lock.token                                      # fencing token
+            lock.fenced_put("results/42", b"...")           # refused once the lock is lost
+
+    async with Session(akv) as session, Lock(session, "jobs/42") as lock:
+        await lock.fenced_put_async("results/42", b"...")
+
+How it works (etcd's algorithm): the contender puts ``<name>/<lease-hex>`` (attached to
+its session's lease) if absent; the key's create revision orders the line (FIFO) and is
+the **fencing token** (strictly increasing per lock name, as revisions are). A contender
+holds the lock when no key under ``<name>/`` has a lower create revision. Otherwise it
+watches only its predecessor - the key with the next-lower create revision - for
+deletion, then looks again: one release wakes one waiter. After waiting it re-checks,
+in the same guarded write that records when it took the lock, that its own key still
+exists with its token (its session may have expired meanwhile).
+
+- ``acquire(timeout)`` raises ``LockTimeoutError`` and ``try_acquire()`` returns False;
+  either way, and when an asyncio wait is cancelled or a blocking one interrupted, the
+  waiter's key is deleted (guarded by its create revision). ``with`` never enters the
+  body without the lock.
+- ``fenced_put`` / ``fenced_txn`` add the compare ``create_revision(lock key) == token``
+  to the write: the cluster applies it only while this holder still holds the lock; a
+  refusal raises ``LockLostError``. Other resources can check ``token`` themselves
+  (accept only tokens >= the highest seen).
+- ``release()`` deletes the key under the same compare, so a late or retried unlock can
+  never delete a newer holder's key (the retried request is also exactly-once).
+- ``holder()`` / ``waiters()``: who holds and who waits (key, lease, token, since which
+  revision, TTL left).
+
+What happens on:
+
+- **Session loss** while holding: ``lock.lost`` is raised with a ``LockLostError`` and the
+  ``on_lost`` callback runs (before the lease can expire, see ``Session``); the next
+  fenced operation raises ``LockLostError`` without writing; leaving the ``with`` body
+  raises ``LockLostError``. The same happens if the lock key is deleted by someone else.
+  While *waiting*, session loss ends the wait at once with ``SessionExpiredError``.
+- **Client crash**: the session's lease expires after its TTL, the key goes with it, and
+  the next waiter takes the lock. A writer that was merely paused is stopped by the
+  fencing compare.
+- **Leader failover / reconnects**: the key lives on (the session's keep-alive is
+  retried on other members); writes are retried exactly-once and the waiter's watch
+  resumes from its last revision, so neither holder nor waiter loses its place.
+
+A ``Lock`` object is one contender (one key per session and name): use one object per
+thread or task, and one session per concurrent holder of the same name.
+
+Must never import ``pnyx.core`` beyond ``pnyx.core.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, TypeAlias
+
+import attrs
+import structlog
+
+from pnyx.clients import (
+    AsyncClient,
+    EventType,
+    GetResult,
+    KeyValue,
+    PutResult,
+    TxnResult,
+    cmp,
+    op,
+)
+from pnyx.core import errors
+from pnyx.recipes._base import Signal, deadline_after, lease_hex, wait_first
+from pnyx.recipes.session import Session
+
+__all__ = ["Contender", "Lock", "Queued"]
+
+_log = structlog.get_logger("pnyx.recipes")
+
+Op: TypeAlias = Any
+"""An operation built with ``kv.op`` (``op.put``, ``op.get``, ``op.delete``, ``op.txn``)."""
+
+Cmp: TypeAlias = Any
+"""A compare built with ``kv.cmp`` (``cmp.version(key) == 0``, ...)."""
+
+RETRY_PAUSE = 0.1
+"""Pause before looking again after a watch failed (a compacted start, a give-up)."""
+
+
+def name_prefix(name: str | bytes) -> bytes:
+    """``name`` as the key prefix of a recipe: always ending in one ``/``."""
+    raw = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+    raw = raw.rstrip(b"/")
+    if not raw:
+        raise errors.InvalidRequestError("a recipe name must not be empty")
+    return raw + b"/"
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The end of the range of keys starting with ``prefix`` (etcd's rule)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"
+
+
+@attrs.frozen
+class Contender:
+    """One key in a recipe's line: a lock holder or waiter, an election candidate."""
+
+    key: bytes
+    lease: int
+    token: int
+    """The key's create revision: its place in line, and its fencing token."""
+    since: int
+    """The revision since which it holds (waiters: since which it waits)."""
+    value: bytes
+    ttl: int
+    """Seconds its lease has left (-1: gone), as the cluster said when asked."""
+
+
+@attrs.frozen
+class _Wait:
+    """What a waiter watches until it looks at the line again."""
+
+    key: bytes
+    range_end: bytes
+    """b"": just ``key``."""
+    revision: int
+    """The revision the line was read at: watch from the next one."""
+    skip_puts: bool = True
+
+
+class Queued:
+    """One contender in a line ordered by create revision: the machinery shared by
+    ``Lock``, ``RWLock``, ``Semaphore`` and ``Election``. Subclasses say who blocks
+    them (``_blocker``). Not public API beyond what the subclasses expose."""
+
+    lost_error: ClassVar[type[errors.RecipeError]] = errors.LockLostError
+    what: ClassVar[str] = "lock"
+
+    def __init__(
+        self,
+        session: Session,
+        prefix: bytes,
+        key_prefix: bytes,
+        *,
+        value: bytes = b"",
+        on_lost: Callable[[errors.PnyxError], object] | None = None,
+    ) -> None:
+        self._session = session
+        self._prefix = prefix
+        self._key_prefix = key_prefix
+        self._value = value
+        self._on_lost = on_lost
+        self._key = b""
+        self._token = 0
+        self._since = 0
+        self._held = False
+        self._releasing = False
+        self._monitor: asyncio.Task[None] | None = None
+        self._session_hook: Callable[[errors.PnyxError], object] | None = None
+        self.lost = Signal()
+        """Raised (with ``lost_error``) when a held acquisition is lost; a fresh one per
+        acquisition."""
+        self.wakeups = 0
+        """How many watch notifications woke this contender while waiting (to see that
+        a release wakes one waiter, not all)."""
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def session(self) -> Session:
+        return self._session
+
+    @property
+    def key(self) -> bytes:
+        """This contender's key (b"" before the first acquire)."""
+        return self._key
+
+    @property
+    def token(self) -> int:
+        """The fencing token (the key's create revision) of the current acquisition; 0
+        when not held."""
+        return self._token if self._held else 0
+
+    @property
+    def since(self) -> int:
+        """The revision since which this contender holds (0 when not held)."""
+        return self._since if self._held else 0
+
+    @property
+    def is_held(self) -> bool:
+        """Acquired, not released, and not known lost."""
+        return self._held and not self.lost.is_set()
+
+    def _kv(self) -> AsyncClient:
+        return self._session.client
+
+    def _own_key(self) -> bytes:
+        return self._key_prefix + lease_hex(self._session.lease_id).encode()
+
+    def _lost_error(self, why: str) -> errors.RecipeError:
+        return self.lost_error(f"{self.what} {self._key.decode(errors='replace')}: {why}")
+
+    # ------------------------------------------------------------------ subclass hook
+
+    async def _blocker(self) -> _Wait | None:
+        """None if this contender's turn has come, else what to watch before looking
+        again. Default: the predecessor (any key of the line created before ours)."""
+        return await self._predecessor(self._prefix, prefix_end(self._prefix))
+
+    async def _predecessor(self, start: bytes, end: bytes) -> _Wait | None:
+        """Watch the key of ``[start, end)`` with the next-lower create revision."""
+        result = await self._kv().get(
+            start,
+            range_end=end,
+            max_create_revision=self._token - 1,
+            sort_target="create",
+            sort_order="descend",
+            limit=1,
+            keys_only=True,
+        )
+        if not result.kvs:
+            return None
+        return _Wait(result.kvs[0].key, b"", result.revision)
+
+    # ------------------------------------------------------------------ acquire
+
+    async def _acquire(self, timeout: float | None, wait: bool = True) -> bool:
+        if self._held:
+            raise errors.RecipeError(f"this {self.what} object already holds; release first")
+        deadline = deadline_after(timeout)
+        session = self._session
+        session.check()
+        self._key = self._own_key()
+        session.claim(self._key, self)
+        self._token = 0
+        self.lost = Signal()
+        if self._on_lost is not None:
+            self.lost.add_callback(self._on_lost)
+        try:
+            await self._enqueue()
+            waited = False
+            blocker = await self._blocker()
+            while blocker is not None:
+                if not wait:
+                    await self._dequeue()
+                    session.unclaim(self._key, self)
+                    return False
+                waited = True
+                await self._wait_change(blocker, deadline)
+                session.check()
+                blocker = await self._blocker()
+            await self._confirm(waited)
+        except BaseException:
+            await self._cleanup()
+            raise
+        self._held = True
+        self._releasing = False
+        self._start_monitor()
+        return True
+
+    async def _enqueue(self) -> None:
+        """Put our key if absent; learn its create revision (the token)."""
+        key = self._key
+        session = self._session
+        result = await self._kv().txn(
+            compare=[cmp.create(key) == 0],
+            success=[op.put(key, self._value, lease=session.lease_id)],
+            failure=[op.get(key)],
+        )
+        if result.succeeded:
+            self._token = result.revision
+            return
+        # Our key exists already: left by an attempt of ours whose answer was lost.
+        existing = _first_kv(result.responses[0])
+        if existing is None or existing.lease != session.lease_id:
+            raise errors.RecipeError(f"{key!r} exists with another lease")
+        self._token = existing.create_revision
+
+    async def _wait_change(self, blocker: _Wait, deadline: float) -> None:
+        """Wait until the watched key(s) change, or raise ``LockTimeoutError`` at the
+        deadline / ``SessionExpiredError`` when the session ends."""
+        outcome = await wait_first(self._next_event(blocker), deadline, self._session.ended)
+        if outcome is None:
+            raise errors.LockTimeoutError(f"{self.what} {self._key!r}: timed out waiting")
+        if isinstance(outcome, Signal):
+            error = outcome.error
+            raise errors.SessionExpiredError(
+                f"{self.what} {self._key!r}: session ended while waiting"
+                + (f" ({error.message})" if error else "")
+            )
+
+    async def _next_event(self, blocker: _Wait) -> bool:
+        kv = self._kv()
+        try:
+            async with kv.watch(
+                blocker.key,
+                range_end=blocker.range_end or None,
+                start_revision=blocker.revision + 1,
+                filters=("noput",) if blocker.skip_puts else (),
+            ) as watch:
+                async for batch in watch:
+                    if batch.events:
+                        self.wakeups += 1
+                        return True
+        except errors.PnyxError as exc:
+            # Compacted start or a watch that gave up: look at the line again.
+            _log.info("waiter's watch failed", key=self._key, error=str(exc))
+            await asyncio.sleep(RETRY_PAUSE)
+        return False
+
+    async def _confirm(self, waited: bool) -> None:
+        """Our turn: check our key is still there with our token (after a wait the
+        session may have expired), and record since when we hold."""
+        key = self._key
+        success: list[Op] = (
+            [op.put(key, self._value, lease=self._session.lease_id)] if waited else []
+        )
+        result = await self._kv().txn(
+            compare=[cmp.create(key) == self._token], success=success, failure=[]
+        )
+        if not result.succeeded:
+            raise errors.SessionExpiredError(
+                f"{self.what} {key!r}: our key vanished while waiting (session expired)"
+            )
+        self._since = result.revision if waited else self._token
+
+    async def _dequeue(self) -> None:
+        """Delete our key if it is still the one we made."""
+        key = self._key
+        if self._token:
+            guard = cmp.create(key) == self._token
+        else:
+            guard = cmp.lease(key) == self._session.lease_id
+        await self._kv().txn(compare=[guard], success=[op.delete(key)], failure=[])
+
+    async def _cleanup(self) -> None:
+        """After a failed or cancelled wait: remove our key, even if cancelled again."""
+        self._session.unclaim(self._key, self)
+        if self._session.ended.is_set():
+            return  # the lease is revoked or going: it takes the key with it
+        task = asyncio.ensure_future(self._dequeue())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            pass  # the delete goes on in the background
+        except errors.PnyxError as exc:
+            _log.warning("could not delete waiting key", key=self._key, error=str(exc))
+
+    # ------------------------------------------------------------------ holding
+
+    def _start_monitor(self) -> None:
+        def on_session_end(error: errors.PnyxError) -> None:
+            self._lose(f"session ended ({error.message})")
+
+        self._session_hook = on_session_end
+        self._session.ended.add_callback(on_session_end)
+        self._monitor = self._session.runtime.create_task(
+            self._watch_own_key(), name=f"pnyx-{self.what}-monitor"
+        )
+
+    def _stop_monitor(self) -> None:
+        if self._session_hook is not None:
+            self._session.ended.remove_callback(self._session_hook)
+            self._session_hook = None
+        if self._monitor is not None:
+            self._monitor.cancel()
+            self._monitor = None
+
+    def _lose(self, why: str) -> None:
+        if self._held and not self._releasing:
+            self.lost.set(self._lost_error(why))
+
+    async def _watch_own_key(self) -> None:
+        """Report loss if our key is deleted behind our back (not by release)."""
+        kv = self._kv()
+        revision = self._since
+        while self._held and not self.lost.is_set():
+            try:
+                async with kv.watch(
+                    self._key, start_revision=revision + 1, filters=("noput",)
+                ) as watch:
+                    async for batch in watch:
+                        if any(e.type == EventType.DELETE for e in batch.events):
+                            self._lose("its key was deleted")
+                            return
+                        revision = batch.revision
+            except errors.PnyxError:
+                # Look again directly: the watch may have missed nothing, or everything.
+                with contextlib.suppress(errors.PnyxError):
+                    result = await kv.get(self._key)
+                    current = _first_kv(result)
+                    if current is None or current.create_revision != self._token:
+                        self._lose("its key was deleted")
+                        return
+                    revision = result.revision
+                await asyncio.sleep(RETRY_PAUSE)
+
+    def _check_held(self) -> None:
+        if not self._held:
+            raise self._lost_error("not held")
+        if self.lost.is_set():
+            error = self.lost.error
+            assert error is not None
+            raise self.lost_error(error.message)
+        if not self._session.is_valid():
+            raise self._lost_error("its session may have expired")
+
+    async def _fenced_txn(
+        self,
+        compare: Iterable[Cmp],
+        success: Iterable[Op],
+        failure: Iterable[Op],
+    ) -> TxnResult:
+        self._check_held()
+        key = self._key
+        user_failure = list(failure)
+        result = await self._kv().txn(
+            compare=[*compare, cmp.create(key) == self._token],
+            success=list(success),
+            failure=[*user_failure, op.get(key)],
+        )
+        if result.succeeded:
+            return result
+        guard = _first_kv(result.responses[-1])
+        if guard is None or guard.create_revision != self._token:
+            self._lose("fenced write refused: the key is gone")
+            raise self._lost_error("fenced write refused: no longer held")
+        return attrs.evolve(result, responses=result.responses[:-1])
+
+    async def _fenced_put(self, key: str | bytes, value: str | bytes, lease: int) -> PutResult:
+        result = await self._fenced_txn((), [op.put(key, value, lease=lease)], ())
+        response = result.responses[0]
+        assert isinstance(response, PutResult)
+        return response
+
+    async def _release(self) -> None:
+        if not self._held:
+            raise errors.RecipeError(f"this {self.what} object does not hold")
+        self._releasing = True
+        self._stop_monitor()
+        lost = self.lost.error
+        try:
+            if lost is None and not self._session.ended.is_set():
+                result = await self._kv().txn(
+                    compare=[cmp.create(self._key) == self._token],
+                    success=[op.delete(self._key)],
+                    failure=[],
+                )
+                if not result.succeeded:
+                    lost = self._lost_error("it was lost before release")
+            elif lost is None:
+                lost = self._lost_error("its session ended")
+        except errors.PnyxError:
+            # Unknown whether the key is gone: keep holding so release can be retried.
+            self._releasing = False
+            self._start_monitor()
+            raise
+        self._held = False
+        self._session.unclaim(self._key, self)
+        if lost is not None:
+            raise self.lost_error(lost.message)
+
+    async def _contenders(self, start: bytes, end: bytes) -> list[Contender]:
+        """Every key of ``[start, end)`` in line order, with its lease's TTL."""
+        kv = self._kv()
+        result = await kv.get(start, range_end=end, sort_target="create", sort_order="ascend")
+        ttls = await asyncio.gather(
+            *(kv.lease_time_to_live(item.lease) for item in result.kvs if item.lease),
+            return_exceptions=True,
+        )
+        ttl_of: dict[int, int] = {}
+        for item, answer in zip([item for item in result.kvs if item.lease], ttls, strict=True):
+            ttl_of[item.lease] = answer.ttl if not isinstance(answer, BaseException) else -1
+        return [
+            Contender(
+                key=item.key,
+                lease=item.lease,
+                token=item.create_revision,
+                since=item.mod_revision,
+                value=item.value,
+                ttl=ttl_of.get(item.lease, -1),
+            )
+            for item in result.kvs
+        ]
+
+
+def _first_kv(result: object) -> KeyValue | None:
+    if isinstance(result, GetResult) and result.kvs:
+        return result.kvs[0]
+    return None
+
+
+class Lock(Queued):
+    """A distributed mutex on keys ``<name>/<lease-hex>``; see the module docstring.
+
+    ``timeout``: default for ``acquire`` and ``with`` (None: wait until acquired or the
+    session ends). ``value``: stored in the lock key (who holds it, for ``holder()``).
+    ``on_lost``: called with the ``LockLostError`` whenever a held lock is lost.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        name: str | bytes,
+        *,
+        timeout: float | None = None,
+        value: str | bytes = b"",
+        on_lost: Callable[[errors.PnyxError], object] | None = None,
+    ) -> None:
+        prefix = name_prefix(name)
+        super().__init__(
+            session,
+            prefix,
+            prefix,
+            value=value.encode() if isinstance(value, str) else value,
+            on_lost=on_lost,
+        )
+        self.name = prefix[:-1].decode("utf-8", errors="replace")
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        state = "lost" if self.lost else "held" if self._held else "free"
+        return f"<Lock {self.name!r} {state} token={self._token}>"
+
+    # ------------------------------------------------------------------ blocking face
+
+    def acquire(self, timeout: float | None = None) -> Lock:
+        """Wait for the lock (up to ``timeout``, default the lock's); ``LockTimeoutError``
+        then, ``SessionExpiredError`` if the session ends first."""
+        wait = self.timeout if timeout is None else timeout
+        self._session.runtime.call(self._acquire(wait))
+        return self
+
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds or waits for it; never waits."""
+        return self._session.runtime.call(self._acquire(None, wait=False))
+
+    def release(self) -> None:
+        """Give the lock up (guarded: never deletes a newer holder's key). Raises
+        ``LockLostError`` if it had been lost meanwhile."""
+        self._session.runtime.call(self._release())
+
+    def fenced_txn(
+        self,
+        compare: Iterable[Cmp] = (),
+        success: Iterable[Op] = (),
+        failure: Iterable[Op] = (),
+    ) -> TxnResult:
+        """``kv.txn`` that the cluster applies only while this lock is held; the result
+        as for ``kv.txn``. ``LockLostError`` if the lock is (found) lost."""
+        return self._session.runtime.call(self._fenced_txn(compare, success, failure))
+
+    def fenced_put(self, key: str | bytes, value: str | bytes, *, lease: int = 0) -> PutResult:
+        """Put ``key`` only while this lock is held; ``LockLostError`` otherwise."""
+        return self._session.runtime.call(self._fenced_put(key, value, lease))
+
+    def holder(self) -> Contender | None:
+        """Who holds the lock now (None: nobody)."""
+        return self._session.runtime.call(self._holder())
+
+    def waiters(self) -> list[Contender]:
+        """Who waits, in the order they will get it."""
+        return self._session.runtime.call(self._waiters())
+
+    def __enter__(self) -> Lock:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.release()
+            return
+        # The body's exception wins; a release failure is only logged.
+        try:
+            self.release()
+        except errors.PnyxError as release_error:
+            _log.info("release after an exception failed", error=str(release_error))
+
+    # ------------------------------------------------------------------ asyncio face
+
+    async def acquire_async(self, timeout: float | None = None) -> Lock:
+        wait = self.timeout if timeout is None else timeout
+        await self._session.runtime.call_async(self._acquire(wait))
+        return self
+
+    async def try_acquire_async(self) -> bool:
+        return await self._session.runtime.call_async(self._acquire(None, wait=False))
+
+    async def release_async(self) -> None:
+        await self._session.runtime.call_async(self._release())
+
+    async def fenced_txn_async(
+        self,
+        compare: Iterable[Cmp] = (),
+        success: Iterable[Op] = (),
+        failure: Iterable[Op] = (),
+    ) -> TxnResult:
+        return await self._session.runtime.call_async(self._fenced_txn(compare, success, failure))
+
+    async def fenced_put_async(
+        self, key: str | bytes, value: str | bytes, *, lease: int = 0
+    ) -> PutResult:
+        return await self._session.runtime.call_async(self._fenced_put(key, value, lease))
+
+    async def holder_async(self) -> Contender | None:
+        return await self._session.runtime.call_async(self._holder())
+
+    async def waiters_async(self) -> list[Contender]:
+        return await self._session.runtime.call_async(self._waiters())
+
+    async def __aenter__(self) -> Lock:
+        return await self.acquire_async()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.release_async()
+            return
+        try:
+            await self.release_async()
+        except errors.PnyxError as release_error:
+            _log.info("release after an exception failed", error=str(release_error))
+
+    # ------------------------------------------------------------------ logic
+
+    async def _holder(self) -> Contender | None:
+        line = await self._contenders(self._prefix, prefix_end(self._prefix))
+        return line[0] if line else None
+
+    async def _waiters(self) -> list[Contender]:
+        line = await self._contenders(self._prefix, prefix_end(self._prefix))
+        return [attrs.evolve(c, since=c.token) for c in line[1:]]
+
+
+def inspect_line(contenders: Sequence[Contender]) -> list[dict[str, object]]:
+    """Contenders as plain dicts (for ``-w json`` output)."""
+    return [
+        {
+            "key": c.key.decode("utf-8", errors="replace"),
+            "lease": lease_hex(c.lease),
+            "token": c.token,
+            "since": c.since,
+            "value": c.value.decode("utf-8", errors="replace"),
+            "ttl": c.ttl,
+        }
+        for c in contenders
+    ]
