@@ -1,0 +1,554 @@
+"""The ``pnyx bench ...`` and ``pnyx check perf`` commands (registered in cli.py).
+
+Command-line glue only: options, the progress bar (on stderr), the text or ``-w json``
+summary (on stdout) and exit codes. The benchmarks themselves live in
+``pnyx.clients.bench``. Exit status: 0 when the run completed (even with failed
+requests, which the summary reports), 1 when it could not run or ``check perf`` failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import click
+import structlog
+
+from pnyx.clients.bench.load import Progress
+from pnyx.clients.bench.report import BenchResult, render_text, to_json
+from pnyx.core.errors import PnyxError
+
+__all__ = ["bench", "check"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ENDPOINTS_HELP = (
+    "Comma-separated client URLs (host:port or tcp://host:port). "
+    "Default: $PNYX_ENDPOINTS, else the endpoints of `pnyx up`."
+)
+
+
+def _quiet_logs() -> None:
+    # The client logs connection events at debug level; a benchmark's stdout is its report.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _output_options(function: F) -> F:
+    function = click.option(
+        "--no-progress", is_flag=True, help="Do not draw the progress bar (stderr)."
+    )(function)
+    function = click.option(
+        "-w",
+        "--write-out",
+        "write_out",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Summary format; json follows the documented schema pnyx.bench/1.",
+    )(function)
+    return function
+
+
+def _endpoint_option(function: F) -> F:
+    return click.option("--endpoints", default=None, metavar="URLS", help=_ENDPOINTS_HELP)(function)
+
+
+def _request_options(function: F) -> F:
+    """Options shared by put, get and txn-cas (etcd's ``benchmark`` names)."""
+    for decorator in reversed(
+        [
+            click.option(
+                "--clients",
+                type=click.IntRange(1),
+                default=1,
+                show_default=True,
+                help="Concurrent requesters.",
+            ),
+            click.option(
+                "--conns",
+                type=click.IntRange(1),
+                default=1,
+                show_default=True,
+                help="Client connections (AsyncClient instances) the requesters share.",
+            ),
+            click.option(
+                "--total",
+                type=click.IntRange(1),
+                default=10_000,
+                show_default=True,
+                help="Requests to make (ignored with --duration).",
+            ),
+            click.option(
+                "--duration",
+                type=click.FloatRange(0, min_open=True),
+                default=None,
+                help="Run for this many seconds instead of --total requests.",
+            ),
+            click.option(
+                "--rate",
+                type=click.FloatRange(0, min_open=True),
+                default=None,
+                help="Requests started per second (default: as fast as possible).",
+            ),
+            click.option("--key-size", type=click.IntRange(1), default=8, show_default=True),
+            click.option("--val-size", type=click.IntRange(0), default=8, show_default=True),
+            click.option(
+                "--key-space",
+                type=click.IntRange(1),
+                default=1,
+                show_default=True,
+                help="Distinct keys used (1: every request touches the same key).",
+            ),
+            click.option(
+                "--sequential-keys",
+                is_flag=True,
+                help="Use keys 0, 1, 2... (mod --key-space) instead of random ones.",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(0, min_open=True),
+                default=5.0,
+                show_default=True,
+                help="Deadline of one request in seconds, retries included.",
+            ),
+            _endpoint_option,
+            _output_options,
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A click progress bar on stderr (only on a terminal: in a pipe or a log file it
+    would be noise); yields ``advance_to(position)``."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda _position: None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr, width=30) as bar:
+        shown = 0
+
+        def advance_to(position: int) -> None:
+            nonlocal shown
+            position = min(position, length)
+            if position > shown:
+                bar.update(position - shown)
+                shown = position
+
+        yield advance_to
+
+
+def _load_progress(advance_to: Callable[[int], None], duration: float | None) -> Progress:
+    if duration is None:
+        return lambda completed, _elapsed: advance_to(completed)
+    return lambda _completed, elapsed: advance_to(int(elapsed * 10))
+
+
+T = TypeVar("T")
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except (PnyxError, ValueError) as error:
+        raise click.ClickException(f"{type(error).__name__}: {error}") from None
+
+
+def _emit(result: BenchResult, write_out: str) -> None:
+    if write_out == "json":
+        click.echo(json.dumps(to_json(result), indent=2))
+    else:
+        click.echo(render_text(result))
+
+
+def _request_bench(
+    kind: str,
+    options: dict[str, Any],
+    runner: Callable[[Any, Progress], Coroutine[Any, Any, BenchResult]],
+) -> None:
+    from pnyx.clients.bench.workloads import RequestBench  # noqa: PLC0415
+
+    _quiet_logs()
+    write_out = options.pop("write_out")
+    show = not options.pop("no_progress")
+    try:
+        config = RequestBench(
+            endpoints=options.pop("endpoints"),
+            clients=options.pop("clients"),
+            conns=options.pop("conns"),
+            total=None if options["duration"] is not None else options["total"],
+            duration=options.pop("duration"),
+            rate=options.pop("rate"),
+            key_size=options.pop("key_size"),
+            val_size=options.pop("val_size"),
+            key_space=options.pop("key_space"),
+            sequential_keys=options.pop("sequential_keys"),
+            timeout=options.pop("timeout"),
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    length = config.total if config.total is not None else int((config.duration or 0) * 10)
+    with _progress_bar(show, length, kind) as advance_to:
+        result = _run(runner(config, _load_progress(advance_to, config.duration)))
+    _emit(result, write_out)
+
+
+# --------------------------------------------------------------------------- bench
+
+
+@click.group()
+def bench() -> None:
+    """Load generators for a pnyx cluster (in the spirit of etcd's `benchmark`).
+
+    Every command prints a summary: throughput, latency min/p50/p90/p99/p99.9/max,
+    mean and standard deviation, a latency histogram, failed requests by error type and
+    the benchmark client's own CPU cost; `-w json` prints the same as one JSON document
+    (schema pnyx.bench/1, see docs/performance.md).
+
+    \b
+    Start a cluster first, e.g.:
+      pnyx up &            # or: make run
+      pnyx bench put --clients 100 --conns 4 --val-size 256 --total 50000
+    """
+
+
+@bench.command("put")
+@_request_options
+def bench_put(**options: Any) -> None:
+    """Write keys: each request is a put, acknowledged after a quorum fsynced it.
+
+    \b
+    Examples:
+      pnyx bench put                                    # 10000 puts, 1 client, 1 key
+      pnyx bench put --clients 1 --sequential-keys --key-space 100000 --val-size 256
+      pnyx bench put --clients 500 --conns 8 --total 100000 --val-size 256 \\
+                     --key-space 100000
+      pnyx bench put --clients 100 --duration 30 --rate 5000 -w json > put.json
+    """
+    from pnyx.clients.bench.workloads import bench_put as run  # noqa: PLC0415
+
+    _request_bench("put", options, run)
+
+
+@bench.command("get")
+@click.option(
+    "--consistency",
+    type=click.Choice(["l", "s"]),
+    default="l",
+    show_default=True,
+    help="l: linearizable (ReadIndex via the leader); s: serializable (local state).",
+)
+@_request_options
+def bench_get(consistency: str, **options: Any) -> None:
+    """Read keys (the key space is written once first, not measured).
+
+    \b
+    Examples:
+      pnyx bench get                                    # linearizable, one client
+      pnyx bench get --consistency s --clients 100 --conns 4 --total 100000
+      pnyx bench get --key-space 1000 --val-size 256 --clients 50 --duration 20
+    """
+    from pnyx.clients.bench.workloads import bench_get as run  # noqa: PLC0415
+
+    async def runner(config: Any, progress: Progress) -> BenchResult:
+        return await run(config, consistency, progress)
+
+    _request_bench("get", options, runner)
+
+
+@bench.command("txn-cas")
+@_request_options
+def bench_txn_cas(**options: Any) -> None:
+    """Compare-and-swap transactions: if version(key) == last seen then put else get.
+
+    With a key space smaller than --clients the requesters contend; lost races
+    (the failure branch ran) are reported as cas_conflicts, not as errors.
+
+    \b
+    Examples:
+      pnyx bench txn-cas --clients 10 --key-space 1000 --key-size 16
+      pnyx bench txn-cas --clients 100 --conns 4 --key-space 10   # heavy contention
+    """
+    from pnyx.clients.bench.workloads import bench_txn_cas as run  # noqa: PLC0415
+
+    _request_bench("txn-cas", options, run)
+
+
+@bench.command("watch")
+@click.option("--watchers", type=click.IntRange(1), default=100, show_default=True)
+@click.option(
+    "--puts", type=click.IntRange(1), default=1000, show_default=True, help="Keys written."
+)
+@click.option(
+    "--put-rate",
+    type=click.FloatRange(0, min_open=True),
+    default=100.0,
+    show_default=True,
+    help="Puts per second.",
+)
+@click.option(
+    "--conns",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Client connections the watchers share (the writer has its own).",
+)
+@click.option("--val-size", type=click.IntRange(0), default=8, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Request deadline, and how long to wait for events after the last put.",
+)
+@_endpoint_option
+@_output_options
+def bench_watch(
+    *,
+    watchers: int,
+    puts: int,
+    put_rate: float,
+    conns: int,
+    val_size: int,
+    timeout: float,
+    endpoints: str | None,
+    write_out: str,
+    no_progress: bool,
+) -> None:
+    """Put-to-event latency: W watchers on one prefix, P puts under it.
+
+    Each sample is one event at one watcher: from handing the put to the client to
+    the event reaching the watcher's task (W x P samples).
+
+    \b
+    Examples:
+      pnyx bench watch                                  # 100 watchers, 1000 puts
+      pnyx bench watch --watchers 1000 --conns 4 --puts 200 --put-rate 50
+    """
+    from pnyx.clients.bench.watch import WatchBench, bench_watch  # noqa: PLC0415
+
+    _quiet_logs()
+    try:
+        config = WatchBench(endpoints, watchers, puts, put_rate, conns, val_size, timeout)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    with _progress_bar(not no_progress, puts, "watch") as advance_to:
+        result = _run(bench_watch(config, _load_progress(advance_to, None)))
+    _emit(result, write_out)
+
+
+@bench.command("failover")
+@click.option("--kills", type=click.IntRange(1), default=5, show_default=True)
+@click.option(
+    "--sigterm", is_flag=True, help="Stop the leader gracefully (SIGTERM) instead of kill -9."
+)
+@click.option("--nodes", type=click.IntRange(3, 9), default=3, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0, min_open=True),
+    default=200.0,
+    show_default=True,
+    help="Writes started per second during the whole run.",
+)
+@click.option("--val-size", type=click.IntRange(0), default=256, show_default=True)
+@click.option(
+    "--settle",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Seconds of load on the healthy cluster before each kill.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Deadline of one write, retries included; a write past it counts as failed.",
+)
+@click.option(
+    "--recover-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Give up when the cluster has not recovered after this many seconds.",
+)
+@click.option(
+    "--node-arg",
+    "node_args",
+    multiple=True,
+    help="Extra option for every node, e.g. --node-arg=--election-ticks=20.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep the cluster's data and logs here (default: a temporary directory).",
+)
+@_output_options
+def bench_failover(
+    *,
+    kills: int,
+    sigterm: bool,
+    nodes: int,
+    rate: float,
+    val_size: int,
+    settle: float,
+    timeout: float,
+    recover_timeout: float,
+    node_args: tuple[str, ...],
+    data_dir: str | None,
+    write_out: str,
+    no_progress: bool,
+) -> None:
+    """Kill the Raft leader of a local cluster K times under a steady write load.
+
+    Starts its own cluster (like `pnyx up`, on free ports, in a temporary directory)
+    and reports, per kill and as median/worst: the time until a write started after the
+    kill succeeds, and until the survivors agree on a new leader; plus failed writes.
+
+    \b
+    Examples:
+      pnyx bench failover --kills 20
+      pnyx bench failover --kills 5 --sigterm          # graceful: expect 0 failed writes
+      pnyx bench failover --kills 3 --rate 1000 -w json
+    """
+    from pnyx.clients.bench.failover import (  # noqa: PLC0415
+        FailoverBench,
+        FailoverError,
+        bench_failover,
+    )
+
+    _quiet_logs()
+    try:
+        config = FailoverBench(
+            kills=kills,
+            sigterm=sigterm,
+            nodes=nodes,
+            rate=rate,
+            val_size=val_size,
+            settle=settle,
+            timeout=timeout,
+            recover_timeout=recover_timeout,
+            node_args=node_args,
+            directory=data_dir,
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    with _progress_bar(not no_progress, kills, "failover") as advance_to:
+        try:
+            result = _run(bench_failover(config, advance_to))
+        except FailoverError as error:
+            raise click.ClickException(str(error)) from None
+    _emit(result, write_out)
+
+
+# --------------------------------------------------------------------------- check
+
+
+@click.group()
+def check() -> None:
+    """Check properties of a pnyx cluster (as `etcdctl check`)."""
+
+
+@check.command("perf")
+@click.option(
+    "--load",
+    type=click.Choice(
+        ["s", "m", "l", "xl", "small", "medium", "large", "xlarge"], case_sensitive=False
+    ),
+    default="s",
+    show_default=True,
+    help="Workload: s 150 writes/s from 50 clients, m 1000/200, l 8000/500, xl 15000/1000.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds of load (etcd: 60).",
+)
+@click.option(
+    "--conns",
+    type=click.IntRange(1),
+    default=8,
+    show_default=True,
+    help="Client connections the load's clients share (etcd: one per client).",
+)
+@click.option(
+    "--prefix",
+    default="/pnyx-check-perf/",
+    show_default=True,
+    help="Where the keys go; must be empty, deleted afterwards.",
+)
+@click.option("--auto-compact", is_flag=True, help="Compact at the deleting revision afterwards.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Deadline of one request in seconds, retries included.",
+)
+@_endpoint_option
+@_output_options
+def check_perf(
+    *,
+    load: str,
+    duration: float,
+    conns: int,
+    prefix: str,
+    auto_compact: bool,
+    timeout: float,
+    endpoints: str | None,
+    write_out: str,
+    no_progress: bool,
+) -> None:
+    """Pass or fail a write load with etcd's rules.
+
+    PASS needs: no failed request, throughput above 90% of the load's rate, slowest
+    request at most 500 ms, standard deviation at most 100 ms. Exit status 1 on FAIL.
+
+    \b
+    Examples:
+      pnyx check perf                                   # load s, 60 s
+      pnyx check perf --load l
+      pnyx check perf --load m --duration 10 -w json
+    """
+    from pnyx.clients.bench.perf import (  # noqa: PLC0415
+        ALIASES,
+        LOADS,
+        PrefixNotEmptyError,
+    )
+    from pnyx.clients.bench.perf import check_perf as run  # noqa: PLC0415
+
+    _quiet_logs()
+    chosen = LOADS[ALIASES[load.lower()]]
+    with _progress_bar(not no_progress, int(duration * 10), f"check perf --load {chosen.name}") as (
+        advance_to
+    ):
+        try:
+            result = _run(
+                run(
+                    chosen,
+                    endpoints,
+                    duration=duration,
+                    conns=conns,
+                    prefix=prefix.encode(),
+                    auto_compact=auto_compact,
+                    timeout=timeout,
+                    progress=_load_progress(advance_to, duration),
+                )
+            )
+        except PrefixNotEmptyError as error:
+            raise click.ClickException(str(error)) from None
+    _emit(result, write_out)
+    if not result.passed:
+        sys.exit(1)
