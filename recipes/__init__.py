@@ -15,6 +15,20 @@ is written down in ``pnyx.recipes._base``). Recipes import only ``pnyx.clients``
 """
 
 from pnyx.recipes._base import Signal
+from pnyx.recipes.election import Election, Leadership, Observation
+from pnyx.recipes.lock import Contender, Lock
+from pnyx.recipes.rwlock import RWLock
+from pnyx.recipes.semaphore import Semaphore
 from pnyx.recipes.session import Session
 
-__all__ = ["Session", "Signal"]
+__all__ = [
+    "Contender",
+    "Election",
+    "Leadership",
+    "Lock",
+    "Observation",
+    "RWLock",
+    "Semaphore",
+    "Session",
+    "Signal",
+]

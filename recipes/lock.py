@@ -60,7 +60,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Self, TypeAlias
 
 import attrs
 import structlog
@@ -79,7 +79,7 @@ from pnyx.core import errors
 from pnyx.recipes._base import Signal, deadline_after, lease_hex, wait_first
 from pnyx.recipes.session import Session
 
-__all__ = ["Contender", "Lock", "Queued"]
+__all__ = ["Contender", "HeldFaces", "Lock", "Queued", "inspect_line"]
 
 _log = structlog.get_logger("pnyx.recipes")
 
@@ -124,8 +124,8 @@ class Contender:
     since: int
     """The revision since which it holds (waiters: since which it waits)."""
     value: bytes
-    ttl: int
-    """Seconds its lease has left (-1: gone), as the cluster said when asked."""
+    ttl: int | None = None
+    """Seconds its lease has left (-1: gone) when asked; None: not asked."""
 
 
 @attrs.frozen
@@ -502,53 +502,33 @@ def _first_kv(result: object) -> KeyValue | None:
     return None
 
 
-class Lock(Queued):
-    """A distributed mutex on keys ``<name>/<lease-hex>``; see the module docstring.
+class HeldFaces(Queued):
+    """The blocking and asyncio faces of something held like a lock (``Lock``, each
+    side of an ``RWLock``, ``Semaphore``): acquire / try_acquire / release, fenced
+    writes, and ``with`` / ``async with``. ``timeout`` is the default wait."""
 
-    ``timeout``: default for ``acquire`` and ``with`` (None: wait until acquired or the
-    session ends). ``value``: stored in the lock key (who holds it, for ``holder()``).
-    ``on_lost``: called with the ``LockLostError`` whenever a held lock is lost.
-    """
-
-    def __init__(
-        self,
-        session: Session,
-        name: str | bytes,
-        *,
-        timeout: float | None = None,
-        value: str | bytes = b"",
-        on_lost: Callable[[errors.PnyxError], object] | None = None,
-    ) -> None:
-        prefix = name_prefix(name)
-        super().__init__(
-            session,
-            prefix,
-            prefix,
-            value=value.encode() if isinstance(value, str) else value,
-            on_lost=on_lost,
-        )
-        self.name = prefix[:-1].decode("utf-8", errors="replace")
-        self.timeout = timeout
+    timeout: float | None = None
 
     def __repr__(self) -> str:
         state = "lost" if self.lost else "held" if self._held else "free"
-        return f"<Lock {self.name!r} {state} token={self._token}>"
+        name = self._prefix[:-1].decode("utf-8", errors="replace")
+        return f"<{type(self).__name__} {name!r} {state} token={self._token}>"
 
     # ------------------------------------------------------------------ blocking face
 
-    def acquire(self, timeout: float | None = None) -> Lock:
-        """Wait for the lock (up to ``timeout``, default the lock's); ``LockTimeoutError``
+    def acquire(self, timeout: float | None = None) -> Self:
+        """Wait for it (up to ``timeout``, default the object's); ``LockTimeoutError``
         then, ``SessionExpiredError`` if the session ends first."""
         wait = self.timeout if timeout is None else timeout
         self._session.runtime.call(self._acquire(wait))
         return self
 
     def try_acquire(self) -> bool:
-        """Take the lock if nobody holds or waits for it; never waits."""
+        """Take it if that needs no waiting; never waits."""
         return self._session.runtime.call(self._acquire(None, wait=False))
 
     def release(self) -> None:
-        """Give the lock up (guarded: never deletes a newer holder's key). Raises
+        """Give it up (guarded: never deletes a newer holder's key). Raises
         ``LockLostError`` if it had been lost meanwhile."""
         self._session.runtime.call(self._release())
 
@@ -558,23 +538,15 @@ class Lock(Queued):
         success: Iterable[Op] = (),
         failure: Iterable[Op] = (),
     ) -> TxnResult:
-        """``kv.txn`` that the cluster applies only while this lock is held; the result
-        as for ``kv.txn``. ``LockLostError`` if the lock is (found) lost."""
+        """``kv.txn`` that the cluster applies only while this is held; the result as
+        for ``kv.txn``. ``LockLostError`` if it is (found) lost."""
         return self._session.runtime.call(self._fenced_txn(compare, success, failure))
 
     def fenced_put(self, key: str | bytes, value: str | bytes, *, lease: int = 0) -> PutResult:
-        """Put ``key`` only while this lock is held; ``LockLostError`` otherwise."""
+        """Put ``key`` only while this is held; ``LockLostError`` otherwise."""
         return self._session.runtime.call(self._fenced_put(key, value, lease))
 
-    def holder(self) -> Contender | None:
-        """Who holds the lock now (None: nobody)."""
-        return self._session.runtime.call(self._holder())
-
-    def waiters(self) -> list[Contender]:
-        """Who waits, in the order they will get it."""
-        return self._session.runtime.call(self._waiters())
-
-    def __enter__(self) -> Lock:
+    def __enter__(self) -> Self:
         return self.acquire()
 
     def __exit__(
@@ -594,7 +566,7 @@ class Lock(Queued):
 
     # ------------------------------------------------------------------ asyncio face
 
-    async def acquire_async(self, timeout: float | None = None) -> Lock:
+    async def acquire_async(self, timeout: float | None = None) -> Self:
         wait = self.timeout if timeout is None else timeout
         await self._session.runtime.call_async(self._acquire(wait))
         return self
@@ -618,13 +590,7 @@ class Lock(Queued):
     ) -> PutResult:
         return await self._session.runtime.call_async(self._fenced_put(key, value, lease))
 
-    async def holder_async(self) -> Contender | None:
-        return await self._session.runtime.call_async(self._holder())
-
-    async def waiters_async(self) -> list[Contender]:
-        return await self._session.runtime.call_async(self._waiters())
-
-    async def __aenter__(self) -> Lock:
+    async def __aenter__(self) -> Self:
         return await self.acquire_async()
 
     async def __aexit__(
@@ -641,7 +607,42 @@ class Lock(Queued):
         except errors.PnyxError as release_error:
             _log.info("release after an exception failed", error=str(release_error))
 
-    # ------------------------------------------------------------------ logic
+
+class Lock(HeldFaces):
+    """A distributed mutex on keys ``<name>/<lease-hex>``; see the module docstring.
+
+    ``timeout``: default for ``acquire`` and ``with`` (None: wait until acquired or the
+    session ends). ``value``: stored in the lock key (who holds it, for ``holder()``).
+    ``on_lost``: called with the ``LockLostError`` whenever a held lock is lost.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        name: str | bytes,
+        *,
+        timeout: float | None = None,
+        value: str | bytes = b"",
+        on_lost: Callable[[errors.PnyxError], object] | None = None,
+    ) -> None:
+        prefix = name_prefix(name)
+        super().__init__(session, prefix, prefix, value=_as_bytes(value), on_lost=on_lost)
+        self.name = prefix[:-1].decode("utf-8", errors="replace")
+        self.timeout = timeout
+
+    def holder(self) -> Contender | None:
+        """Who holds the lock now (None: nobody)."""
+        return self._session.runtime.call(self._holder())
+
+    def waiters(self) -> list[Contender]:
+        """Who waits, in the order they will get it."""
+        return self._session.runtime.call(self._waiters())
+
+    async def holder_async(self) -> Contender | None:
+        return await self._session.runtime.call_async(self._holder())
+
+    async def waiters_async(self) -> list[Contender]:
+        return await self._session.runtime.call_async(self._waiters())
 
     async def _holder(self) -> Contender | None:
         line = await self._contenders(self._prefix, prefix_end(self._prefix))
@@ -650,6 +651,10 @@ class Lock(Queued):
     async def _waiters(self) -> list[Contender]:
         line = await self._contenders(self._prefix, prefix_end(self._prefix))
         return [attrs.evolve(c, since=c.token) for c in line[1:]]
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
 def inspect_line(contenders: Sequence[Contender]) -> list[dict[str, object]]:
