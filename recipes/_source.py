@@ -1,0 +1,180 @@
+"""What a recipe that can work without a session stands on: a ``Client``, an
+``AsyncClient`` or an open ``Session`` (``Source``); and the small pieces the watching
+recipes (barrier, discovery, config, counter, queue) share: key prefixes, a watch loop
+helper that waits for one change, and a waiter-side guard for session loss.
+
+The design of faces is the one written down in ``pnyx.recipes._base``: the logic is async
+and runs on the ``Runtime`` of the client (a private loop thread for a blocking
+``Client``); blocking methods are ``runtime.call(...)``, their asyncio twins (``*_async``)
+``await runtime.call_async(...)``. A recipe given a ``Session`` uses the session's
+runtime and client; given a client it acquires that client's runtime itself and gives it
+back in ``close()``.
+
+Must never talk to the cluster on its own behalf, and never import ``pnyx.core`` beyond
+``pnyx.core.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable
+
+import structlog
+
+from pnyx.clients import AsyncClient, Client, EventType, WatchBatch
+from pnyx.core import errors
+from pnyx.recipes._base import Runtime, Signal, remaining, wait_first
+from pnyx.recipes.session import Session
+
+__all__ = [
+    "RETRY_PAUSE",
+    "Source",
+    "key_prefix",
+    "prefix_end",
+    "wait_for_change",
+]
+
+_log = structlog.get_logger("pnyx.recipes")
+
+RETRY_PAUSE = 0.1
+"""Pause before looking again after a watch failed (compacted start, a give-up)."""
+
+
+def key_prefix(name: str | bytes) -> bytes:
+    """``name`` as a key prefix: UTF-8, always ending in exactly one ``/``."""
+    raw = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+    raw = raw.rstrip(b"/")
+    if not raw:
+        raise errors.InvalidRequestError("a recipe name must not be empty")
+    return raw + b"/"
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The end of the range of keys starting with ``prefix`` (etcd's rule)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"
+
+
+class Source:
+    """The runtime, client and (optional) session a recipe uses. See the module
+    docstring. ``close()`` gives back a runtime acquired here (never the session's)."""
+
+    def __init__(self, source: Client | AsyncClient | Session) -> None:
+        self.session: Session | None
+        self._own: Runtime | None
+        if isinstance(source, Session):
+            self.session = source
+            self._own = None
+        elif isinstance(source, Client | AsyncClient):
+            self.session = None
+            self._own = Runtime.acquire(source)
+        else:
+            raise errors.InvalidRequestError(
+                f"recipes need a pnyx Client, AsyncClient or Session, got {type(source).__name__}"
+            )
+        self.closed = False
+
+    @property
+    def runtime(self) -> Runtime:
+        if self.closed:
+            raise errors.RecipeError("this recipe object is closed")
+        if self.session is not None:
+            return self.session.runtime
+        assert self._own is not None
+        return self._own
+
+    @property
+    def client(self) -> AsyncClient:
+        """The ``AsyncClient`` to use (call from the runtime's loop)."""
+        return self.runtime.async_client
+
+    def require_session(self, what: str) -> Session:
+        """The session; ``RecipeError`` if this recipe was made from a bare client."""
+        if self.session is None:
+            raise errors.RecipeError(f"{what} needs a Session (keys live under its lease)")
+        return self.session
+
+    def close(self) -> None:
+        """Give back a runtime acquired here (blocking: may join its loop thread)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._own is not None:
+            self._own.release()
+
+    async def close_async(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        own = self._own
+        if own is None:
+            return
+        if own.owns_loop:
+            # Stopping a private loop joins its thread: not on an event loop.
+            await asyncio.to_thread(own.release)
+        else:
+            own.release()
+
+
+async def _first_matching_batch(
+    kv: AsyncClient,
+    key: bytes,
+    range_end: bytes,
+    start_revision: int,
+    types: Iterable[EventType] | None,
+) -> WatchBatch | None:
+    """The first batch from ``start_revision`` with an event of ``types`` (any event if
+    None); None if the watch failed (the caller looks again; nothing is skipped because
+    the caller re-reads the state before waiting again)."""
+    wanted = frozenset(types) if types is not None else None
+    try:
+        async with kv.watch(
+            key, range_end=range_end or None, start_revision=start_revision
+        ) as watch:
+            async for batch in watch:
+                if not batch.events:
+                    continue
+                if wanted is None or any(event.type in wanted for event in batch.events):
+                    return batch
+    except errors.PnyxError as exc:
+        # Compacted start or a resume that gave up: the caller re-reads and waits again.
+        _log.info("recipe watch failed", key=key, error=str(exc))
+        await asyncio.sleep(RETRY_PAUSE)
+    return None
+
+
+async def wait_for_change(
+    kv: AsyncClient,
+    key: bytes,
+    *,
+    range_end: bytes = b"",
+    start_revision: int,
+    deadline: float,
+    types: Iterable[EventType] | None = None,
+    stop: Iterable[Signal] = (),
+    what: str = "change",
+) -> WatchBatch | None:
+    """Wait until ``[key, range_end)`` (just ``key`` if ``range_end`` is empty) has an
+    event of ``types`` at ``start_revision`` or later. Returns that batch, or None when
+    the watch failed and the caller must look at the state again. Raises
+    ``errors.TimeoutError`` at ``deadline`` and ``SessionExpiredError`` when one of the
+    ``stop`` signals (a session's ``ended``) is raised first."""
+    if not math.isinf(deadline) and remaining(deadline) <= 0:
+        raise errors.TimeoutError(f"timed out waiting for {what}")
+    outcome = await wait_first(
+        _first_matching_batch(kv, key, range_end, start_revision, types), deadline, *stop
+    )
+    if isinstance(outcome, Signal):
+        error = outcome.error
+        raise errors.SessionExpiredError(
+            f"session ended while waiting for {what}" + (f" ({error.message})" if error else "")
+        )
+    if outcome is None and remaining(deadline) <= 0:
+        raise errors.TimeoutError(f"timed out waiting for {what}")
+    return outcome
