@@ -8,6 +8,13 @@ carries the new member's name and URLs (``MemberContext``).
 Server commands: a Raft entry whose data starts with the byte ``0xC1`` (a byte msgpack
 never produces first) is a command for the server itself rather than for the key-value
 state machine; ``PublishMember`` (a member announcing its client URL) is the only one.
+The same prefix marks the one peer message that is not a Raft message: the notice that
+tells a removed member it was removed (``encode_removed_notice``). A removed member
+may never learn that its removal committed (the leader stops replicating to it), so
+members tell it, when they apply the removal and whenever it contacts them after.
+
+Node ids of removed members are remembered (``MemberTable.removed``) so that such a node
+is recognised; adding a member of the same name again makes the id current again.
 
 This module is pure data and encoding: it must never touch sockets, files or clocks.
 """
@@ -29,7 +36,9 @@ __all__ = [
     "MemberRecord",
     "MemberTable",
     "PublishMember",
+    "decode_removed_notice",
     "decode_server_command",
+    "encode_removed_notice",
     "encode_server_command",
     "is_server_command",
 ]
@@ -39,6 +48,7 @@ SERVER_COMMAND_PREFIX = b"\xc1"
 never uses, and key-value commands are msgpack, so the two can never be confused."""
 
 _PUBLISH = 0
+_REMOVED = "removed"
 
 
 @attrs.frozen
@@ -107,6 +117,24 @@ def decode_server_command(data: bytes) -> PublishMember | None:
     return None
 
 
+def encode_removed_notice(node_id: int) -> bytes:
+    """The peer message telling ``node_id`` it is no longer a member."""
+    packed: bytes = msgpack.packb([_REMOVED, node_id])
+    return SERVER_COMMAND_PREFIX + packed
+
+
+def decode_removed_notice(data: bytes) -> int | None:
+    """The node id a removal notice is for, None if ``data`` is not one."""
+    try:
+        value = msgpack.unpackb(data[1:], raw=False)
+    except Exception:
+        return None
+    if type(value) is list and len(value) == 2 and value[0] == _REMOVED:
+        node_id = value[1]
+        return node_id if type(node_id) is int else None
+    return None
+
+
 @attrs.frozen
 class MemberRecord:
     node_id: int
@@ -130,6 +158,12 @@ class MemberTable:
     """Members by node id. Iteration is in ascending id order (never hash order)."""
 
     _members: dict[int, MemberRecord] = attrs.Factory(dict)
+    _removed: set[int] = attrs.Factory(set)
+
+    @property
+    def removed(self) -> frozenset[int]:
+        """Ids of members removed by a committed change (and not added again)."""
+        return frozenset(self._removed)
 
     def __contains__(self, node_id: int) -> bool:
         return node_id in self._members
@@ -167,8 +201,10 @@ class MemberTable:
         Returns the member's record after the change (None once removed)."""
         node_id = change.node_id
         if change.type is ConfChangeType.REMOVE_NODE:
-            self._members.pop(node_id, None)
+            if self._members.pop(node_id, None) is not None:
+                self._removed.add(node_id)
             return None
+        self._removed.discard(node_id)
         current = self._members.get(node_id) or known or MemberRecord(node_id)
         context = MemberContext.decode(change.context)
         if context is not None:
@@ -198,18 +234,25 @@ class MemberTable:
         return record
 
     def dump(self) -> list[Any]:
+        """``[members, removed ids]``, sorted: identical tables give identical bytes."""
         return [
-            [r.node_id, r.name, r.peer_url, r.client_url, r.is_learner]
-            for r in self  # ascending id: identical tables give identical bytes
+            [[r.node_id, r.name, r.peer_url, r.client_url, r.is_learner] for r in self],
+            sorted(self._removed),
         ]
 
     @classmethod
     def load(cls, dumped: Any) -> MemberTable:
         """The inverse of ``dump``; raises ``ValueError`` if malformed."""
         table = cls()
-        if type(dumped) is not list:
-            raise ValueError("member table: expected a list")
-        for item in dumped:
+        if type(dumped) is not list or len(dumped) != 2:
+            raise ValueError("member table: expected [members, removed]")
+        members, removed = dumped
+        if type(members) is not list or type(removed) is not list:
+            raise ValueError("member table: expected [members, removed]")
+        if not all(type(node_id) is int for node_id in removed):
+            raise ValueError("member table: malformed removed id")
+        table._removed = set(removed)
+        for item in members:
             if (
                 type(item) is not list
                 or len(item) != 5

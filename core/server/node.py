@@ -101,7 +101,9 @@ from pnyx.core.server.members import (
     MemberRecord,
     MemberTable,
     PublishMember,
+    decode_removed_notice,
     decode_server_command,
+    encode_removed_notice,
     encode_server_command,
     is_server_command,
 )
@@ -164,6 +166,7 @@ _PUBLISH_RETRY = 2.0
 _MAX_TICKS_PER_ITERATION = 3
 _WATCH_DRAIN_ROUNDS = 4
 _LEASE_EXPIRY_BATCH = 1000
+_REMOVAL_NOTICE_INTERVAL = 1.0
 _MAX_STALLED_MESSAGES = 1024
 """Replies (ZeroMQ messages) kept for a connection that is not reading before it is
 given up on."""
@@ -271,6 +274,7 @@ class Node:
         self._stop_requested = False
         self._stopping_since: float | None = None
         self._removed = False
+        self._removal_notices: dict[int, float] = {}
         self._exit_code = EXIT_OK
 
     # ------------------------------------------------------------------ lifecycle
@@ -471,8 +475,17 @@ class Node:
     def _receive_peer_messages(self) -> None:
         assert self._peer is not None
         raft = self.raft
-        for _sender, payloads in self._peer.receive():
+        removed = self._members.removed
+        for sender, payloads in self._peer.receive():
+            if sender in removed:
+                # A removed member still talking: it may never have learned it was
+                # removed. Tell it (again); its messages are not for this cluster.
+                self._notify_removed(sender)
+                continue
             for payload in payloads:
+                if is_server_command(payload):
+                    self._on_peer_notice(sender, payload)
+                    continue
                 try:
                     message = decode_message(payload)
                 except PnyxError as error:
@@ -491,6 +504,24 @@ class Node:
                         error=repr(error),
                         exc_info=True,
                     )
+
+    def _notify_removed(self, node_id: int) -> None:
+        last = self._removal_notices.get(node_id, -_REMOVAL_NOTICE_INTERVAL)
+        if self._now - last < _REMOVAL_NOTICE_INTERVAL:
+            return
+        self._removal_notices[node_id] = self._now
+        assert self._peer is not None
+        self._peer.send(node_id, [encode_removed_notice(node_id)])
+
+    def _on_peer_notice(self, sender: int, payload: bytes) -> None:
+        target = decode_removed_notice(payload)
+        # Only a member this node knows may tell it so (peers are trusted, strangers not).
+        known = sender in self._members or sender in self._addresses
+        if target != self.id or not known or self._removed:
+            return
+        self._log.warning("member.told_removed", by=sender, term=self.raft.term)
+        self._removed = True
+        self._stop_requested = True
 
     def _send_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
@@ -629,8 +660,10 @@ class Node:
         if record is not None:
             self._addresses[record.node_id] = record
             self._peer.set_peer(record.node_id, record.peer_url)
-        else:
-            self._peer.remove_peer(change.node_id)
+        elif change.node_id != self.id:
+            # Keep the connection: the removed member is told, now and whenever it
+            # contacts this node again, since the leader no longer replicates to it.
+            self._notify_removed(change.node_id)
         self._log.info(
             "member.changed",
             change=change.type.name,

@@ -26,9 +26,12 @@ from pnyx.core.wire.messages import (
     LeaseGrantRequest,
     LeaseGrantResponse,
     LeaseKeepAliveRequest,
+    LeaseRevokeRequest,
     MemberListRequest,
     MemberListResponse,
     MemberPromoteRequest,
+    MemberRemoveRequest,
+    MemberRemoveResponse,
     PutRequest,
     PutResponse,
     RangeRequest,
@@ -153,6 +156,26 @@ def test_members_know_each_other_and_follower_only_requests_redirect_to_the_lead
         cluster.connection(follower).call(LeaseKeepAliveRequest(lease.id))
     assert raised.value.leader_hint == cluster.endpoint(leader)
     assert cluster.connection(leader).call(LeaseKeepAliveRequest(lease.id)).ttl == 30
+
+
+def test_an_expired_lease_is_revoked_with_its_keys(cluster: LocalCluster) -> None:
+    connection = cluster.connection(cluster.names[0])
+    lease = connection.call(LeaseGrantRequest(ttl=1))
+    assert isinstance(lease, LeaseGrantResponse)
+    # The minimum TTL is tied to the election timeout (300-600 ms here): 1 s is allowed.
+    assert lease.ttl == 1
+    connection.call(PutRequest(b"leased/key", b"v", lease=lease.id))
+    kept = connection.call(PutRequest(b"leased/other", b"v"))
+    assert isinstance(kept, PutResponse)
+
+    def revoked() -> bool:
+        response = connection.call(RangeRequest(b"leased/", b"leased0"))
+        assert isinstance(response, RangeResponse)
+        return [kv.key for kv in response.kvs] == [b"leased/other"]
+
+    wait_for(revoked, 15.0, "the lease to expire and its key to go")
+    with pytest.raises(errors.LeaseNotFoundError):
+        connection.call(LeaseRevokeRequest(lease.id))
 
 
 def test_watch_on_one_member_sees_writes_made_through_another(cluster: LocalCluster) -> None:
@@ -333,6 +356,21 @@ def test_a_member_added_at_runtime_catches_up_by_snapshot_and_serves(
     put = fresh.connection("n4").call(PutRequest(b"a/from-n4", b"yes"))
     assert isinstance(put, PutResponse)
     assert "a/from-n4" in keys_on(fresh, fresh.names[0], b"a/", serializable=False)
+    # Removing a member: the change commits, the removed node stops by itself (exit 0)
+    # and the others keep serving.
+    removed = next(name for name in fresh.names if name not in ("n4", fresh.leader()))
+    removed_status = fresh.status(removed)
+    assert removed_status is not None
+    remaining = fresh.connection(fresh.leader()).call(
+        MemberRemoveRequest(removed_status.header.member_id), timeout=10.0
+    )
+    assert isinstance(remaining, MemberRemoveResponse)
+    assert sorted(m.name for m in remaining.members) == sorted(
+        n for n in fresh.names if n != removed
+    )
+    process = fresh.nodes[removed].process
+    assert process is not None and process.wait(timeout=20.0) == 0
+    assert isinstance(fresh.connection("n4").call(PutRequest(b"a/after", b"x")), PutResponse)
 
 
 def test_sigterm_of_the_leader_hands_over_without_a_failed_write(fresh: LocalCluster) -> None:
@@ -352,7 +390,7 @@ def test_sigterm_of_the_leader_hands_over_without_a_failed_write(fresh: LocalClu
     print(f"graceful leader stop took {handover:.2f}s")
 
 
-def test_a_partitioned_leader_is_replaced_and_rejoins_after_heal(fresh: LocalCluster) -> None:
+def test_a_partitioned_or_paused_leader_is_replaced_and_rejoins(fresh: LocalCluster) -> None:
     old_leader = fresh.leader()
     majority = [name for name in fresh.names if name != old_leader]
     fresh.partition([old_leader], majority)
@@ -368,3 +406,12 @@ def test_a_partitioned_leader_is_replaced_and_rejoins_after_heal(fresh: LocalClu
     fresh.leader(timeout=15.0)  # all three agree on one leader again
     fresh.wait_caught_up(old_leader)
     assert keys_on(fresh, old_leader, b"p/", serializable=True) == {"p/majority"}
+    # SIGSTOP the (new) leader: the others elect another; SIGCONT: it rejoins as follower.
+    paused = fresh.leader()
+    fresh.pause(paused)
+    others = [name for name in fresh.names if name != paused]
+    replacement = fresh.leader(timeout=15.0, among=others)
+    assert replacement != paused
+    fresh.resume(paused)
+    assert fresh.leader(timeout=15.0) != paused
+    fresh.wait_caught_up(paused)

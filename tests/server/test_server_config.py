@@ -21,7 +21,9 @@ from pnyx.core.server.members import (
     MemberRecord,
     MemberTable,
     PublishMember,
+    decode_removed_notice,
     decode_server_command,
+    encode_removed_notice,
     encode_server_command,
     is_server_command,
 )
@@ -110,6 +112,13 @@ def test_member_table_follows_configuration_changes_and_round_trips() -> None:
     assert restored.dump() == table.dump()
     table.apply_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, n1))
     assert n1 not in table and len(table) == 1
+    assert table.removed == {n1}
+    assert MemberTable.load(msgpack.unpackb(msgpack.packb(table.dump()))).removed == {n1}
+    # The same name added again is a member again, not a removed one.
+    table.apply_conf_change(
+        ConfChange(ConfChangeType.ADD_NODE, n1, MemberContext("n1", "p").encode())
+    )
+    assert n1 in table and table.removed == frozenset()
 
 
 def test_publishing_for_a_non_member_changes_nothing() -> None:
@@ -119,7 +128,15 @@ def test_publishing_for_a_non_member_changes_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    "dumped", [None, [[1, "a", "b", "c"]], [["1", "a", "b", "c", False]], [[1, "a", "b", 3, True]]]
+    "dumped",
+    [
+        None,
+        [[[1, "a", "b", "c"]], []],
+        [[["1", "a", "b", "c", False]], []],
+        [[[1, "a", "b", 3, True]], []],
+        [[], ["x"]],
+        [[]],
+    ],
 )
 def test_a_malformed_member_table_is_refused(dumped: object) -> None:
     with pytest.raises(ValueError):
@@ -136,6 +153,11 @@ def test_server_commands_cannot_be_confused_with_key_value_commands() -> None:
         assert not is_server_command(msgpack.packb(value))
     assert decode_server_command(SERVER_COMMAND_PREFIX + b"\xff\x00") is None
     assert decode_server_command(SERVER_COMMAND_PREFIX + msgpack.packb([9, 1, "a", "b"])) is None
+    notice = encode_removed_notice(42)
+    assert is_server_command(notice) and decode_removed_notice(notice) == 42
+    assert decode_server_command(notice) is None
+    assert decode_removed_notice(data) is None
+    assert decode_removed_notice(SERVER_COMMAND_PREFIX + b"\xff") is None
 
 
 def test_member_context_decodes_garbage_as_none() -> None:
