@@ -69,6 +69,7 @@ from pnyx.core.errors import (
     ProposalDroppedError,
     StorageError,
     TimeoutError,
+    UnavailableError,
 )
 from pnyx.core.kv.store import (
     ClientCommand,
@@ -608,12 +609,37 @@ class Node:
             self._log.info(
                 "raft.leader", leader=soft.leader_id, role=soft.role.value, term=self.raft.term
             )
+            self._on_leader_change()
         if soft.role is Role.LEADER and not was_leader:
             # A new leader gives every lease its full TTL: keep-alives may have gone to
             # the old leader, so expiring by old deadlines would be unfair and unsafe.
             self._kv.lessor.promote(self._now)
         elif was_leader and soft.role is not Role.LEADER:
             self._kv.lessor.demote()
+
+    def _on_leader_change(self) -> None:
+        """Work in flight through the old leader may be lost: reads awaiting its
+        confirmation are failed at once (reads are safe to retry), and writes carrying an
+        exactly-once seq are proposed again through the new leader (a duplicate entry
+        gets the first result, so this can only make an answer come sooner)."""
+        if self._reads_by_context:
+            error = UnavailableError("the leader changed before the read was confirmed; retry")
+            for batch in self._reads_by_context.values():
+                for read in batch:
+                    self._reply_error(read.routing_id, read.request_id, error)
+            self._reads_by_context.clear()
+        if self._leader_id == 0 or self._stopping_since is not None:
+            return
+        reproposed = 0
+        for (_client_id, seq), waiters in self._pending.items():
+            if seq > 0 and waiters and waiters[0].data:
+                try:
+                    self.raft.propose(waiters[0].data)
+                except ProposalDroppedError:
+                    break
+                reproposed += 1
+        if reproposed:
+            self._log.info("proposals.reproposed", count=reproposed, term=self.raft.term)
 
     # ------------------------------------------------------------------ apply
 
