@@ -33,10 +33,10 @@ _ENDPOINTS_HELP = (
 )
 
 
-def _quiet_logs() -> None:
+def _quiet_logs(level: int = logging.WARNING) -> None:
     # The client logs connection events at debug level; a benchmark's stdout is its report.
     structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
 
@@ -447,6 +447,159 @@ def bench_failover(
         try:
             result = _run(bench_failover(config, advance_to))
         except FailoverError as error:
+            raise click.ClickException(str(error)) from None
+    _emit(result, write_out)
+
+
+@bench.command("lock")
+@click.option("--workers", type=click.IntRange(1), default=10, show_default=True)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Acquisitions per worker.",
+)
+@click.option(
+    "--hold",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Seconds each holder keeps the lock.",
+)
+@click.option(
+    "--conns",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Client connections the workers' sessions share.",
+)
+@click.option("--ttl", type=click.IntRange(1), default=10, show_default=True, help="Session TTL.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Longest wait for one acquisition.",
+)
+@_endpoint_option
+@_output_options
+def bench_lock(
+    *,
+    workers: int,
+    rounds: int,
+    hold: float,
+    conns: int,
+    ttl: int,
+    timeout: float,
+    endpoints: str | None,
+    write_out: str,
+    no_progress: bool,
+) -> None:
+    """Lock acquire latency and handoff time (pnyx.recipes.Lock).
+
+    W workers, each with its own session, take one lock R times each. handoff: from
+    the holder calling release to the next waiting worker holding the lock.
+
+    \b
+    Examples:
+      pnyx bench lock                                   # 10 workers x 20 rounds
+      pnyx bench lock --workers 2 --rounds 200 --hold 0.01
+      pnyx bench lock --workers 50 --conns 4 --rounds 10 -w json
+    """
+    from pnyx.clients.bench.recipe_loads import (  # noqa: PLC0415
+        LockBench,
+        RecipeMissingError,
+        bench_lock,
+    )
+
+    _quiet_logs()
+    try:
+        config = LockBench(endpoints, workers, rounds, hold, conns, ttl, timeout)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    with _progress_bar(not no_progress, workers * rounds, "lock") as advance_to:
+        try:
+            result = _run(bench_lock(config, _load_progress(advance_to, None)))
+        except RecipeMissingError as error:
+            raise click.ClickException(str(error)) from None
+    _emit(result, write_out)
+
+
+@bench.command("elect")
+@click.option("--candidates", type=click.IntRange(2), default=3, show_default=True)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Leader changes to measure.",
+)
+@click.option(
+    "--lead",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Seconds a leader leads before leaving.",
+)
+@click.option(
+    "--crash",
+    is_flag=True,
+    help="Leave as a crashed process would (client closed, no resign): the next "
+    "candidate wins when the lease expires.",
+)
+@click.option(
+    "--ttl",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Session TTL (the cluster may raise it to its minimum).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Give up when no new leader came this long after a departure.",
+)
+@_endpoint_option
+@_output_options
+def bench_elect(
+    *,
+    candidates: int,
+    rounds: int,
+    lead: float,
+    crash: bool,
+    ttl: int,
+    timeout: float,
+    endpoints: str | None,
+    write_out: str,
+    no_progress: bool,
+) -> None:
+    """Time from a recipe leader leaving to a new one elected (pnyx.recipes.Election).
+
+    \b
+    Examples:
+      pnyx bench elect                                  # 3 candidates, 10 resignations
+      pnyx bench elect --crash --rounds 3               # lease expiry decides (>= TTL)
+      pnyx bench elect --candidates 10 --lead 0.1 -w json
+    """
+    from pnyx.clients.bench.recipe_loads import (  # noqa: PLC0415
+        ElectBench,
+        RecipeMissingError,
+        bench_elect,
+    )
+
+    # A simulated crash makes the abandoned session warn that it could not revoke.
+    _quiet_logs(logging.ERROR if crash else logging.WARNING)
+    try:
+        config = ElectBench(endpoints, candidates, rounds, lead, crash, ttl, timeout)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    with _progress_bar(not no_progress, rounds, "elect") as advance_to:
+        try:
+            result = _run(bench_elect(config, _load_progress(advance_to, None)))
+        except (RecipeMissingError, TimeoutError) as error:
             raise click.ClickException(str(error)) from None
     _emit(result, write_out)
 

@@ -11,6 +11,12 @@ import pytest
 from pnyx.clients.bench.failover import FailoverBench, _Writes
 from pnyx.clients.bench.load import LoadPlan, RateLimiter, run_load
 from pnyx.clients.bench.perf import ALIASES, LOADS, evaluate
+from pnyx.clients.bench.recipe_loads import (
+    ElectBench,
+    LockBench,
+    RecipeMissingError,
+    bench_elect,
+)
 from pnyx.clients.bench.stats import summarize
 from pnyx.clients.bench.watch import WatchBench
 from pnyx.clients.bench.workloads import KeySpace, RequestBench
@@ -239,3 +245,25 @@ def test_check_perf_without_successes_fails_every_latency_rule() -> None:
     assert [check.passed for check in checks] == [False, False, False, False]
     assert checks[2].message == "no request succeeded"
     assert "NoEndpointError x50" in checks[0].message
+
+
+# ----------------------------------------------------------------- recipe benchmarks
+
+
+def test_recipe_benchmarks_validate_options() -> None:
+    with pytest.raises(ValueError):
+        LockBench(workers=0)
+    with pytest.raises(ValueError):
+        LockBench(hold=-1.0)
+    with pytest.raises(ValueError):
+        ElectBench(candidates=1)
+    with pytest.raises(ValueError):
+        ElectBench(rounds=0)
+
+
+def test_a_missing_recipe_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pnyx.recipes  # noqa: PLC0415
+
+    monkeypatch.delattr(pnyx.recipes, "Election")
+    with pytest.raises(RecipeMissingError, match=r"pnyx\.recipes\.Election"):
+        asyncio.run(bench_elect(ElectBench(endpoints="tcp://127.0.0.1:1")))
