@@ -437,9 +437,10 @@ class LocalCluster:
         def ready() -> str | None:
             for node in self.nodes.values():
                 if node.process is not None and node.process.poll() is not None:
+                    code = node.process.returncode
+                    why = " (a listen address is in use)" if code == EXIT_ADDRESS_IN_USE else ""
                     raise ClusterError(
-                        f"node {node.name} exited with {node.process.returncode} "
-                        f"(log: {node.log_path})"
+                        f"node {node.name} exited with {code}{why} (log: {node.log_path})"
                     )
             names = self.running_names()
             if not all(self.status(name) is not None for name in names):

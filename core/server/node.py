@@ -459,7 +459,10 @@ class Node:
         self._on_timers(now)
 
     def _on_timers(self, now: float) -> None:
-        if self._role is Role.LEADER and self._stopping_since is None:
+        # Ask the core, not the cached role: a leader that was paused may have stepped
+        # down in this very iteration, and a follower would FORWARD the revoke to the new
+        # leader, expiring leases the new leader just restarted.
+        if self.raft.role is Role.LEADER and self._stopping_since is None:
             expired = self._kv.expired_leases(now, _LEASE_EXPIRY_BATCH)
             if expired is not None:
                 self._propose_internal(encode_command(expired))
@@ -893,11 +896,14 @@ class Node:
             raise InvalidRequestError(f"{type(request).__name__} is not a request")
 
     def _require_leader(self) -> None:
-        if self._stopping_since is not None or self._role is not Role.LEADER:
+        # The core's role, not the cached one (see _on_timers): a keep-alive accepted by
+        # a leader that already stepped down would be lost on the new leader.
+        if self._stopping_since is not None or self.raft.role is not Role.LEADER:
             raise self._not_leader()
 
     def _not_leader(self) -> NotLeaderError:
-        leader = self._leader_id if self._leader_id != self.id else 0
+        leader_id = self.raft.leader_id
+        leader = leader_id if leader_id != self.id else 0
         hint = None
         if leader:
             record = self._members.get(leader) or self._addresses.get(leader)
