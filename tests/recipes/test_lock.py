@@ -252,7 +252,9 @@ structlog.configure(
 )
 """
 
-WORKER = QUIET + """
+WORKER = (
+    QUIET
+    + """
 import json, sys
 from pnyx.clients import Client
 from pnyx.recipes import Lock, Session
@@ -270,6 +272,7 @@ with Client(endpoints.split(","), timeout=10) as kv, Session(kv, ttl=5) as sessi
             leave = lock.fenced_put(f"{name}-cs/{token:012d}/exit", ident).revision
             print(json.dumps({"token": token, "enter": enter, "exit": leave}), flush=True)
 """
+)
 
 
 def test_mutual_exclusion_between_worker_processes(
@@ -304,7 +307,9 @@ def test_mutual_exclusion_between_worker_processes(
     assert len(stored) == 2 * workers * rounds
 
 
-PAUSED_HOLDER = QUIET + """
+PAUSED_HOLDER = (
+    QUIET
+    + """
 import json, sys
 from pnyx.clients import Client, LockLostError
 from pnyx.recipes import Lock, Session
@@ -329,6 +334,7 @@ with Client(endpoints.split(","), timeout=3) as kv, Session(kv, ttl=1) as sessio
     print(json.dumps({"fenced": fenced, "raw": raw.succeeded, "told": told,
                       "error": type(lock.lost.error).__name__}), flush=True)
 """
+)
 
 
 def test_paused_holder_loses_the_lock_and_its_writes_are_refused(
