@@ -60,6 +60,7 @@ from pnyx.core.wire import (
     LeaseKeepAliveResponse,
     LeaseLeasesResponse,
     LeaseTimeToLiveResponse,
+    Member,
     MemberAddResponse,
     MemberListResponse,
     MemberPromoteResponse,
@@ -170,6 +171,11 @@ class EndpointSelector:
         self.down.discard(endpoint)
         if endpoint in self.endpoints and self.leader is None:
             self.current = self.endpoints.index(endpoint)
+        self.on_identity(endpoint, header)
+
+    def on_identity(self, endpoint: str, header: ResponseHeader | None) -> None:
+        """What a header says about who answers at ``endpoint`` and who leads, without
+        making it the preferred endpoint (for answers to the engine's own probes)."""
         if header is None:
             return
         if header.member_id:
@@ -178,6 +184,15 @@ class EndpointSelector:
             leader = self.member_endpoints.get(header.leader_id)
             if leader is not None:
                 self.leader = leader
+
+    def on_members(self, members: Iterable[Member]) -> None:
+        """A member list: map member ids to the client URLs we use (a member may
+        advertise addresses we do not, e.g. another interface; those are ignored)."""
+        known = set(self.endpoints)
+        for member in members:
+            for url in member.client_urls:
+                if url in known:
+                    self.member_endpoints[member.id] = url
 
     def on_not_leader(self, endpoint: str, hint: str | None) -> None:
         """``endpoint`` said it is not the leader and pointed at ``hint`` (if it knew)."""

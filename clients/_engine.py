@@ -53,8 +53,10 @@ from pnyx.core.wire import (
     Envelope,
     ErrorResponse,
     Limits,
+    MemberListResponse,
     Message,
     Response,
+    StatusRequest,
     WatchCancelRequest,
     WatchResponse,
     decode_batch,
@@ -242,6 +244,8 @@ class Engine:
         self._pending: dict[int, Call] = {}
         self._timers: list[tuple[float, int]] = []
         self._request_ids = itertools.count(1)
+        self._probes: dict[int, str] = {}
+        """Request id -> endpoint of the status probes sent on each new connection."""
         self._async_futures: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         self._async_items: dict[
             asyncio.AbstractEventLoop, list[tuple[StreamSink, list[StreamItem]]]
@@ -416,6 +420,7 @@ class Engine:
         connection.up = True
         connection.down = False
         self._selector.on_connection(connection.endpoint, up=True)
+        self._probe(connection)
         held, connection.held = connection.held, []
         live = [call for call in held if self._pending.get(call.request_id) is call]
         if live:
@@ -511,6 +516,18 @@ class Engine:
         if connection.up and state.watch_id:
             self._send_cancel(connection, state.watch_id)
 
+    def _probe(self, connection: _Connection) -> None:
+        """Ask a newly connected node who it is: its header maps its member id to this
+        endpoint, so the leader's endpoint is known once any answer names the leader."""
+        request_id = next(self._request_ids)
+        if len(self._probes) > 1000:  # answers that never came (dead nodes): forget them
+            self._probes.clear()
+        self._probes[request_id] = connection.endpoint
+        with contextlib.suppress(zmq.Again):
+            connection.socket.send(
+                encode_batch([Envelope(request_id, StatusRequest())]), zmq.NOBLOCK
+            )
+
     def _send_cancel(self, connection: _Connection, watch_id: int) -> None:
         connection.canceled_watches.add(watch_id)
         # Fire and forget: the answer comes back under an id nobody waits for and is
@@ -548,7 +565,10 @@ class Engine:
         response: Any = envelope.message
         call = self._pending.get(envelope.request_id)
         if call is None or call.endpoint != connection.endpoint:
-            self._stray(connection, response)
+            if self._probes.pop(envelope.request_id, None) == connection.endpoint:
+                self._selector.on_identity(connection.endpoint, getattr(response, "header", None))
+            else:
+                self._stray(connection, response)
             return
         self._learn(connection.endpoint, response)
         if call.stream is None:
@@ -575,6 +595,8 @@ class Engine:
             return
         header = getattr(response, "header", None)
         selector.on_answer(endpoint, header)
+        if type(response) is MemberListResponse:
+            selector.on_members(response.members)
 
     def _stray(self, connection: _Connection, response: Any) -> None:
         """A reply nobody waits for (a late answer to an expired attempt): dropped. A

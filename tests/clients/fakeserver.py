@@ -133,7 +133,7 @@ class FakeServer:
         self.hook: Hook | None = None
         self.silent = False
         self.drop_replies = 0
-        """Apply the next this-many requests but swallow their replies (a lost answer)."""
+        """Apply the next this-many mutating requests but swallow their replies."""
         self.received: list[Envelope] = []
         self.messages = 0
         """ZeroMQ messages received (each a batch of envelopes)."""
@@ -300,7 +300,7 @@ class FakeServer:
                     response = self._answer(routing_id, item)
                 except errors.PnyxError as exc:
                     response = error_response_from_exception(exc, self.store.header(self))
-            if self.drop_replies > 0:
+            if self.drop_replies > 0 and item.seq:
                 self.drop_replies -= 1
                 continue
             # A watch answers with "created" and its history; live events queued since

@@ -462,3 +462,23 @@ def test_resume_point_is_one_past_the_last_fully_delivered_revision(
         assert {event.kv.mod_revision for event in batch.events} == {batch.revision}
     expected_next = (revisions[-1] + 1) if revisions else 1
     assert state.next_revision == expected_next
+
+
+def test_probe_answers_teach_identity_without_moving_the_preferred_endpoint() -> None:
+    selector = EndpointSelector(["a", "b", "c"])
+    selector.on_identity("c", ResponseHeader(member_id=3, leader_id=1))
+    assert selector.choose() == "a"  # c answered a probe, not a call: no stickiness
+    selector.on_identity("b", ResponseHeader(member_id=2, leader_id=2))
+    assert selector.choose() == "b"  # but b is now known to lead
+
+
+def test_member_lists_map_ids_to_the_client_urls_in_use() -> None:
+    from pnyx.core.wire import Member
+
+    selector = EndpointSelector(["tcp://a:1", "tcp://b:1"])
+    selector.on_members(
+        [Member(7, "n1", (), ("tcp://a:1",)), Member(8, "n2", (), ("tcp://10.0.0.2:1",))]
+    )
+    assert selector.member_endpoints == {7: "tcp://a:1"}
+    selector.on_answer("tcp://b:1", ResponseHeader(member_id=9, leader_id=7))
+    assert selector.choose() == "tcp://a:1"
