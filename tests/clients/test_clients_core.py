@@ -20,6 +20,7 @@ from pnyx.core.wire import (
     KeyValue,
     LeaseKeepAliveRequest,
     LeaseKeepAliveResponse,
+    Member,
     MemberAddRequest,
     MemberRemoveRequest,
     PutRequest,
@@ -473,8 +474,6 @@ def test_probe_answers_teach_identity_without_moving_the_preferred_endpoint() ->
 
 
 def test_member_lists_map_ids_to_the_client_urls_in_use() -> None:
-    from pnyx.core.wire import Member
-
     selector = EndpointSelector(["tcp://a:1", "tcp://b:1"])
     selector.on_members(
         [Member(7, "n1", (), ("tcp://a:1",)), Member(8, "n2", (), ("tcp://10.0.0.2:1",))]
