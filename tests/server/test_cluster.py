@@ -120,6 +120,16 @@ def keys_on(cluster: LocalCluster, name: str, prefix: bytes, serializable: bool)
     return {kv.key.decode() for kv in response.kvs}
 
 
+def put_through(cluster: LocalCluster, name: str, key: bytes) -> bool:
+    """One put through ``name``; False (to retry) if it failed or timed out."""
+    try:
+        response = cluster.connection(name).call(PutRequest(key, b"x"), timeout=2.0)
+    except (TimeoutError, errors.PnyxError):
+        cluster.reconnect(name)
+        return False
+    return isinstance(response, PutResponse)
+
+
 # --------------------------------------------------------------------------- serving
 
 
@@ -406,12 +416,32 @@ def test_a_partitioned_or_paused_leader_is_replaced_and_rejoins(fresh: LocalClus
     fresh.leader(timeout=15.0)  # all three agree on one leader again
     fresh.wait_caught_up(old_leader)
     assert keys_on(fresh, old_leader, b"p/", serializable=True) == {"p/majority"}
-    # SIGSTOP the (new) leader: the others elect another; SIGCONT: it rejoins as follower.
+    # SIGSTOP the (new) leader while a client keeps a lease alive: the others elect
+    # another leader, which restarts every lease's TTL; on SIGCONT the old leader rejoins
+    # as a follower, and its stale lease deadlines must not revoke the live lease.
     paused = fresh.leader()
-    fresh.pause(paused)
-    others = [name for name in fresh.names if name != paused]
-    replacement = fresh.leader(timeout=15.0, among=others)
-    assert replacement != paused
-    fresh.resume(paused)
-    assert fresh.leader(timeout=15.0) != paused
-    fresh.wait_caught_up(paused)
+    with Client(fresh.endpoints, timeout=10.0) as kv:
+        lease = kv.lease_grant(3)
+        kv.put("leased/k", "v", lease=lease.id)
+        with kv.lease_keep_alive(lease.id, ttl=3) as keeper:
+            fresh.pause(paused)
+            paused_at = time.monotonic()
+            others = [name for name in fresh.names if name != paused]
+            replacement = fresh.leader(timeout=15.0, among=others)
+            assert replacement != paused
+            # The fault under test is a pause longer than the TTL (the old leader's
+            # deadlines have all passed when it wakes), so this wait is the scenario.
+            wait_for(lambda: time.monotonic() - paused_at > 4.5, 10.0, "the pause to outlast")
+            assert not keeper.lost, keeper.error
+            fresh.resume(paused)
+            assert fresh.leader(timeout=15.0) != paused
+            # Anything the resumed node proposed on waking is ordered before this write,
+            # so once it is applied everywhere, a wrong revoke would have happened. (The
+            # first forward from a node that was paused can be lost with its stale
+            # connection, as a client retry would find: so retry.)
+            wait_for(lambda: put_through(fresh, paused, b"after-resume"), 20.0, "a write")
+            fresh.wait_caught_up(paused)
+            assert not keeper.lost, keeper.error
+            assert [item.key for item in kv.get("leased/", prefix=True).kvs] == [b"leased/k"]
+        # Without keep-alives the new leader expires it.
+        wait_for(lambda: kv.get("leased/", prefix=True).count == 0, 20.0, "lease expiry")
