@@ -942,3 +942,10 @@ from pnyx.clients.cli_server import up as _up_command  # noqa: E402
 
 main.add_command(_node_command, "node")
 main.add_command(_up_command, "up")
+
+# `pnyx bench ...` and `pnyx check perf` (clients/cli_bench.py).
+from pnyx.clients.cli_bench import bench as _bench_command  # noqa: E402
+from pnyx.clients.cli_bench import check as _check_command  # noqa: E402
+
+main.add_command(_bench_command, "bench")
+main.add_command(_check_command, "check")
