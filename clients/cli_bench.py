@@ -21,7 +21,6 @@ import structlog
 
 from pnyx.clients.bench.load import Progress
 from pnyx.clients.bench.report import BenchResult, render_text, to_json
-from pnyx.core.errors import PnyxError
 
 __all__ = ["bench", "check"]
 
@@ -49,12 +48,23 @@ def _output_options(function: F) -> F:
         "-w",
         "--write-out",
         "write_out",
-        type=click.Choice(["text", "json"]),
-        default="text",
-        show_default=True,
-        help="Summary format; json follows the documented schema pnyx.bench/1.",
+        type=click.Choice(["text", "simple", "json"]),
+        default=None,
+        help="Summary format (default: pnyx's global -w, else text; simple = text); "
+        "json follows the documented schema pnyx.bench/1.",
     )(function)
     return function
+
+
+def _root_option(name: str) -> Any:
+    """A global option of the ``pnyx`` group (``pnyx --endpoints X -w json bench ...``),
+    None when absent or when this group runs on its own."""
+    context = click.get_current_context(silent=True)
+    return None if context is None else context.find_root().params.get(name)
+
+
+def _endpoints(given: str | None) -> str | None:
+    return given if given is not None else _root_option("endpoints")
 
 
 def _endpoint_option(function: F) -> F:
@@ -157,14 +167,15 @@ T = TypeVar("T")
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    # A PnyxError propagates: the pnyx group prints it as one line with its exit code.
     try:
         return asyncio.run(coroutine)
-    except (PnyxError, ValueError) as error:
+    except ValueError as error:
         raise click.ClickException(f"{type(error).__name__}: {error}") from None
 
 
-def _emit(result: BenchResult, write_out: str) -> None:
-    if write_out == "json":
+def _emit(result: BenchResult, write_out: str | None) -> None:
+    if (write_out or _root_option("write_out")) == "json":
         click.echo(json.dumps(to_json(result), indent=2))
     else:
         click.echo(render_text(result))
@@ -182,7 +193,7 @@ def _request_bench(
     show = not options.pop("no_progress")
     try:
         config = RequestBench(
-            endpoints=options.pop("endpoints"),
+            endpoints=_endpoints(options.pop("endpoints")),
             clients=options.pop("clients"),
             conns=options.pop("conns"),
             total=None if options["duration"] is not None else options["total"],
@@ -321,7 +332,7 @@ def bench_watch(
     val_size: int,
     timeout: float,
     endpoints: str | None,
-    write_out: str,
+    write_out: str | None,
     no_progress: bool,
 ) -> None:
     """Put-to-event latency: W watchers on one prefix, P puts under it.
@@ -338,7 +349,9 @@ def bench_watch(
 
     _quiet_logs()
     try:
-        config = WatchBench(endpoints, watchers, puts, put_rate, conns, val_size, timeout)
+        config = WatchBench(
+            _endpoints(endpoints), watchers, puts, put_rate, conns, val_size, timeout
+        )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     with _progress_bar(not no_progress, puts, "watch") as advance_to:
@@ -406,7 +419,7 @@ def bench_failover(
     recover_timeout: float,
     node_args: tuple[str, ...],
     data_dir: str | None,
-    write_out: str,
+    write_out: str | None,
     no_progress: bool,
 ) -> None:
     """Kill the Raft leader of a local cluster K times under a steady write load.
@@ -493,7 +506,7 @@ def bench_lock(
     ttl: int,
     timeout: float,
     endpoints: str | None,
-    write_out: str,
+    write_out: str | None,
     no_progress: bool,
 ) -> None:
     """Lock acquire latency and handoff time (pnyx.recipes.Lock).
@@ -515,7 +528,7 @@ def bench_lock(
 
     _quiet_logs()
     try:
-        config = LockBench(endpoints, workers, rounds, hold, conns, ttl, timeout)
+        config = LockBench(_endpoints(endpoints), workers, rounds, hold, conns, ttl, timeout)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     with _progress_bar(not no_progress, workers * rounds, "lock") as advance_to:
@@ -573,7 +586,7 @@ def bench_elect(
     ttl: int,
     timeout: float,
     endpoints: str | None,
-    write_out: str,
+    write_out: str | None,
     no_progress: bool,
 ) -> None:
     """Time from a recipe leader leaving to a new one elected (pnyx.recipes.Election).
@@ -593,7 +606,7 @@ def bench_elect(
     # A simulated crash makes the abandoned session warn that it could not revoke.
     _quiet_logs(logging.ERROR if crash else logging.WARNING)
     try:
-        config = ElectBench(endpoints, candidates, rounds, lead, crash, ttl, timeout)
+        config = ElectBench(_endpoints(endpoints), candidates, rounds, lead, crash, ttl, timeout)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     with _progress_bar(not no_progress, rounds, "elect") as advance_to:
@@ -661,7 +674,7 @@ def check_perf(
     auto_compact: bool,
     timeout: float,
     endpoints: str | None,
-    write_out: str,
+    write_out: str | None,
     no_progress: bool,
 ) -> None:
     """Pass or fail a write load with etcd's rules.
@@ -691,7 +704,7 @@ def check_perf(
             result = _run(
                 run(
                     chosen,
-                    endpoints,
+                    _endpoints(endpoints),
                     duration=duration,
                     conns=conns,
                     prefix=prefix.encode(),

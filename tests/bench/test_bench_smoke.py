@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from pnyx.clients import Client
 from pnyx.clients.bench.report import validate_json
 from pnyx.clients.cli import main
-from pnyx.clients.testing import LocalCluster
+from pnyx.clients.testing import LocalCluster, free_port
 
 pytestmark = [pytest.mark.xdist_group("pnyx-cluster"), pytest.mark.timeout(180)]
 
@@ -48,12 +48,15 @@ def _run(args: list[str]) -> tuple[int, Any]:
 
 def test_bench_put_smoke(cluster: LocalCluster) -> None:
     endpoints = ",".join(cluster.endpoints)
+    # The global options of `pnyx` (before the command) apply to the benchmarks too.
     code, document = _run(
         [
-            "bench",
-            "put",
             "--endpoints",
             endpoints,
+            "-w",
+            "json",
+            "bench",
+            "put",
             "--clients",
             "8",
             "--conns",
@@ -67,8 +70,6 @@ def test_bench_put_smoke(cluster: LocalCluster) -> None:
             "--key-space",
             "50",
             "--sequential-keys",
-            "-w",
-            "json",
         ]
     )
     assert code == 0
@@ -137,6 +138,16 @@ def test_check_perf_refuses_a_prefix_with_keys(cluster: LocalCluster) -> None:
     )
     assert result.exit_code == 1
     assert "has keys" in result.output
+
+
+def test_an_unreachable_cluster_is_one_line_and_exit_3() -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(
+        main, ["bench", "put", "--endpoints", nobody, "--timeout", "0.5", "--total", "3"]
+    )
+    assert result.exit_code == 3
+    assert "NoEndpointError" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_bad_options_are_usage_errors() -> None:
