@@ -244,6 +244,9 @@ class LocalCluster:
     def start(self, attempts: int = 3) -> LocalCluster:
         """Start every node and wait for a leader. Retries with fresh ports when a port
         was taken between the probe and the node's bind."""
+        existed = {
+            name for name in self._names if os.path.exists(os.path.join(self.directory, name))
+        }
         for attempt in range(1, attempts + 1):
             self._plan()
             for name in self._names:
@@ -260,6 +263,10 @@ class LocalCluster:
                 if not in_use or attempt == attempts or self._base_port is not None:
                     raise
                 self._kill_all()
+                # Data created by this failed attempt knows the old ports: start clean.
+                for node in self.nodes.values():
+                    if node.name not in existed:
+                        shutil.rmtree(node.data_dir, ignore_errors=True)
         raise ClusterError("could not start the cluster")  # pragma: no cover
 
     def close(self) -> None:
