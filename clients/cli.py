@@ -949,3 +949,10 @@ from pnyx.clients.cli_bench import check as _check_command  # noqa: E402
 
 main.add_command(_bench_command, "bench")
 main.add_command(_check_command, "check")
+
+# `pnyx lock` and `pnyx elect` (clients/cli_recipes.py).
+from pnyx.clients.cli_recipes import elect as _elect_command  # noqa: E402
+from pnyx.clients.cli_recipes import lock as _lock_command  # noqa: E402
+
+main.add_command(_lock_command, "lock")
+main.add_command(_elect_command, "elect")
