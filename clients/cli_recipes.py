@@ -94,10 +94,26 @@ def _echo_line(title: str, contenders: list[Any], write_out: str) -> None:
         )
 
 
+def _global(endpoints: str | None, write_out: str | None) -> tuple[str | None, str, float]:
+    """Endpoints, output format and timeout: this command's options, else the main
+    group's (``pnyx --endpoints ... -w json --timeout S lock ...``)."""
+    root = click.get_current_context().find_root().params
+    endpoints = endpoints or root.get("endpoints") or None
+    chosen = write_out or root.get("write_out") or "simple"
+    timeout = float(root.get("timeout") or 5.0)
+    return endpoints, ("json" if chosen == "json" else "simple"), timeout
+
+
 def _session_options(function: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(
         [
-            click.option("--endpoints", default=None, metavar="URLS", help=_ENDPOINTS_HELP),
+            click.option(
+                "--endpoints",
+                default=None,
+                metavar="URLS",
+                help=_ENDPOINTS_HELP
+                + " (Also accepted before the command, as `pnyx --endpoints`.)",
+            ),
             click.option(
                 "--ttl",
                 type=click.IntRange(1),
@@ -148,7 +164,7 @@ def lock(  # noqa: PLR0917 - click passes every option as an argument
     ttl: int,
     timeout: float | None,
     inspect: bool,
-    write_out: str,
+    write_out: str | None,
     grace: float,
 ) -> None:
     """Hold the lock NAME: run `-- CMD ...` under it, or hold until Ctrl-C."""
@@ -157,8 +173,13 @@ def lock(  # noqa: PLR0917 - click passes every option as an argument
     from pnyx.recipes import Lock, Session  # noqa: PLC0415
     from pnyx.recipes.lock import inspect_line  # noqa: PLC0415
 
+    endpoints, write_out, client_timeout = _global(endpoints, write_out)
     try:
-        with Client(endpoints) as kv, _stop_on_signals(), Session(kv, ttl=ttl) as session:
+        with (
+            Client(endpoints, timeout=client_timeout) as kv,
+            _stop_on_signals(),
+            Session(kv, ttl=ttl) as session,
+        ):
             the_lock = Lock(session, name, value=_who())
             if inspect:
                 holder, waiters = the_lock.holder(), the_lock.waiters()
@@ -270,7 +291,7 @@ def elect(  # noqa: PLR0917 - click passes every option as an argument
     ttl: int,
     timeout: float | None,
     inspect: bool,
-    write_out: str,
+    write_out: str | None,
     listen: bool,
 ) -> None:
     """Campaign in election NAME with PROPOSAL and lead until Ctrl-C; or --listen,
@@ -282,8 +303,13 @@ def elect(  # noqa: PLR0917 - click passes every option as an argument
 
     if not (inspect or listen) and proposal is None:
         raise click.UsageError("give a PROPOSAL to campaign, or --listen, or --inspect")
+    endpoints, write_out, client_timeout = _global(endpoints, write_out)
     try:
-        with Client(endpoints) as kv, _stop_on_signals(), Session(kv, ttl=ttl) as session:
+        with (
+            Client(endpoints, timeout=client_timeout) as kv,
+            _stop_on_signals(),
+            Session(kv, ttl=ttl) as session,
+        ):
             election = Election(session, name)
             if inspect:
                 candidates = election.candidates()

@@ -164,6 +164,8 @@ class Signal:
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             return False
+        finally:
+            self.forget(future)
         return True
 
     def future(self) -> asyncio.Future[None]:
@@ -176,6 +178,12 @@ class Signal:
                 return future
         future.set_result(None)
         return future
+
+    def forget(self, future: asyncio.Future[None]) -> None:
+        """Drop a future from ``future()`` that nobody waits for any more (a long-lived
+        signal, like a session's, must not collect one per finished wait)."""
+        with self._mutex:
+            self._futures = [entry for entry in self._futures if entry[1] is not future]
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -205,8 +213,9 @@ async def wait_first(
         task.cancel()
         raise
     finally:
-        for future in waiters:
+        for future, signal in waiters.items():
             future.cancel()
+            signal.forget(future)
     if task in done:
         return task.result()
     task.cancel()

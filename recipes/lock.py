@@ -555,6 +555,8 @@ class HeldFaces(Queued):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if not self._held:
+            return  # released inside the body already
         if exc is None:
             self.release()
             return
@@ -599,6 +601,8 @@ class HeldFaces(Queued):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if not self._held:
+            return  # released inside the body already
         if exc is None:
             await self.release_async()
             return
