@@ -15,6 +15,7 @@ is written down in ``pnyx.recipes._base``). Recipes import only ``pnyx.clients``
 """
 
 from pnyx.recipes._base import Signal
+from pnyx.recipes.counter import Counter
 from pnyx.recipes.election import Election, Leadership, Observation
 from pnyx.recipes.lock import Contender, Lock
 from pnyx.recipes.rwlock import RWLock
@@ -23,6 +24,7 @@ from pnyx.recipes.session import Session
 
 __all__ = [
     "Contender",
+    "Counter",
     "Election",
     "Leadership",
     "Lock",

@@ -381,6 +381,10 @@ class Queued:
     def _lose(self, why: str) -> None:
         if self._held and not self._releasing:
             self.lost.set(self._lost_error(why))
+            # Nothing left to watch for; release() will not find a monitor to stop.
+            monitor = self._monitor
+            if monitor is not None and monitor is not asyncio.current_task():
+                monitor.cancel()
 
     async def _watch_own_key(self) -> None:
         """Report loss if our key is deleted behind our back (not by release)."""

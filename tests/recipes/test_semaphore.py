@@ -55,8 +55,8 @@ def test_at_most_n_holders_fifo_and_no_herd(
             thread.join(30)
         # No herd: the first waiter was woken once (by a departure); each later one at
         # most twice - by its predecessor's promotion, then by the departure that let it
-        # in (once if that departure came before it looked again) - although six
-        # releases happened while they waited.
+        # in (once if that departure came before it looked again) - although every
+        # release happened while they all waited.
         wakeups = [slots[i].wakeups for i in range(2, 6)]
         assert wakeups[0] == 1 and all(1 <= count <= 2 for count in wakeups[1:]), wakeups
         assert slots[0].holders() == []
