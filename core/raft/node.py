@@ -185,6 +185,8 @@ class RaftNode:
 
         self._log = RaftLog()
         self._prev_hard_state = HardState()
+        self._prev_hard_key = (-1, -1, -1)
+        """(term, vote, commit) when the last Ready was made: a cheap change detector."""
         self._prev_soft_state = SoftState(leader_id=NONE, role=_FOLLOWER)
         self._restore(persisted, bootstrap)
 
@@ -1231,12 +1233,12 @@ class RaftNode:
         return HardState(term=self._term, vote=self._vote, commit=self._log.committed)
 
     def _hard_state_changed(self) -> bool:
-        previous = self._prev_hard_state
-        return (
-            self._log.committed != previous.commit
-            or self._term != previous.term
-            or self._vote != previous.vote
-        )
+        # Cheap test on plain ints first; the HardState is built only when something
+        # moved, and compared as ``ready()`` will compare it (so that the two agree even
+        # when a test replaces ``_hard_state``).
+        if (self._term, self._vote, self._log.committed) == self._prev_hard_key:
+            return False
+        return self._hard_state() != self._prev_hard_state
 
     def _flush(self) -> None:
         """Turn deferred work into messages: new entries and commit progress go out once
@@ -1296,6 +1298,7 @@ class RaftNode:
                 hard_state.term != previous_hard.term or hard_state.vote != previous_hard.vote
             )
             self._prev_hard_state = hard_state
+        self._prev_hard_key = (self._term, self._vote, log.committed)
         snapshot = self._pending_snapshot
         self._pending_snapshot = None
         if snapshot is not None:
