@@ -663,6 +663,10 @@ class RaftNode:
         prev_index = message.prev_log_index
         prev_term = message.prev_log_term
         entries = message.entries
+        if entries and (
+            entries[0].index != prev_index + 1 or entries[-1].index != prev_index + len(entries)
+        ):
+            return  # not a run of entries following prev_log_index: a broken peer, drop it
         committed = log.committed
         if prev_index < committed:
             # Everything up to our commit index matches the leader's log already: skip

@@ -278,3 +278,18 @@ def test_election_is_safe_under_random_message_loss() -> None:
                 if member.node.role is Role.LEADER:
                     assert leaders.setdefault(member.node.term, node_id) == node_id
         assert leaders  # progress despite the loss
+
+
+def test_elections_work_without_pre_vote_and_check_quorum() -> None:
+    cluster = LocalCluster(pre_vote=False, check_quorum=False)
+    cluster.tick_until(lambda: cluster.leader() != NONE)
+    leader = cluster.leader()
+    cluster.isolate(leader)
+    cluster.tick_until(
+        lambda: (
+            cluster.leader() not in (NONE, leader)
+            or (sum(cluster[n].role is Role.LEADER for n in (1, 2, 3)) == 2)
+        )
+    )
+    terms = [cluster[n].term for n in (1, 2, 3) if cluster[n].role is Role.LEADER]
+    assert len(terms) == len(set(terms))  # two "leaders" at most, never in the same term
