@@ -130,6 +130,24 @@ def apply_conf_change(conf: ConfState, change: ConfChange) -> ConfState:
 class RaftNode:
     """One Raft member. Not thread-safe: one thread (the node's loop) owns it.
 
+    Starting:
+
+    - New cluster (``bootstrap`` given, nothing persisted): the node writes one committed
+      CONF_CHANGE entry per initial member at term 1 (voters by id, then learners), the
+      same on every initial member, so the configuration lives in the log and a node that
+      joins later learns it from there. The first Ready carries them.
+    - Restart (``persisted``): ``bootstrap`` is ignored. The configuration comes from the
+      snapshot and the CONF_CHANGE entries after it; the applied index restarts at the
+      snapshot's index, and committed entries after it are handed out again.
+    - Joining (neither): no configuration, so the node never campaigns; it waits for the
+      leader's entries or snapshot.
+
+    The newest configuration in the log is in force as soon as its entry is appended.
+    Learners answer vote requests (a candidate's newer configuration may make them
+    voters) but never campaign, and only voters count for commit, quorum and ReadIndex.
+    ``Ready.snapshot`` is set only when a received snapshot replaced the log; a snapshot
+    whose last entry the log already holds just advances the commit index.
+
     A plain class rather than ``attrs.define``: the constructor derives the state from
     what was persisted, and instances stay monkeypatchable (no ``__slots__``) so that
     simulator tests can plant bugs in the decision methods listed in the module docstring.
