@@ -306,6 +306,10 @@ class Election:
         candidate = self._candidate
         if candidate._held and not candidate.lost.is_set():
             raise errors.RecipeError(f"already leader of {self.name!r}: proclaim instead")
+        if candidate._held:
+            # A lost leadership never resigned: settle it before campaigning again.
+            with contextlib.suppress(errors.PnyxError):
+                await candidate._release()
         candidate._value = proposal
         await candidate._acquire(timeout)
         self.leadership = Leadership(self, candidate)

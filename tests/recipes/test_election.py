@@ -137,3 +137,14 @@ def test_async_faces(shared_cluster: LocalCluster, name: str) -> None:
             assert await election.leader_async() is None
 
     asyncio.run(main())
+
+
+def test_campaign_again_after_losing(kv: Client, name: str) -> None:
+    with Session(kv, ttl=5) as session:
+        election = Election(session, name)
+        first = election.campaign("a", 5)
+        kv.delete(first.key)
+        assert first.lost.wait(10)
+        second = election.campaign("a-again", 5)
+        assert second.is_leader and second.token > first.token and not second.lost.is_set()
+        second.resign()
