@@ -72,6 +72,9 @@ hostile, and a large range read must not be refused by its own client."""
 REQUEST_MESSAGE_BYTES = Limits().max_message_bytes
 """Requests are packed into messages no larger than a node accepts by default."""
 MAX_ENVELOPES_PER_MESSAGE = 1024
+MAX_BUFFERED_BATCHES = 10_000
+"""Watch batches waiting for a slow consumer before its watch is dropped and resumed
+later (from where the consumer is) instead of buffering without bound."""
 
 HEARTBEAT_INTERVAL_MS = 500
 HEARTBEAT_TIMEOUT_MS = 1500
@@ -577,10 +580,27 @@ class Engine:
             call.response = response
             self._finish(call)
             return
-        items = call.stream.on_response(response)
+        state = call.stream
+        items = state.on_response(response)
         if items and type(items[-1]) is StreamError:
             del self._pending[envelope.request_id]
             connection.inflight.discard(envelope.request_id)
+        elif call.sink is not None and call.sink.queue.qsize() >= MAX_BUFFERED_BATCHES:
+            # The consumer is not keeping up: rather than buffer without bound, drop
+            # this attempt (the node forgets the watch) and let the consumer resume
+            # from next_revision once it has drained what it already has.
+            del self._pending[envelope.request_id]
+            connection.inflight.discard(envelope.request_id)
+            if state.watch_id and connection.up:
+                self._send_cancel(connection, state.watch_id)
+            items.append(
+                StreamError(
+                    errors.SlowWatcherError(
+                        f"watch consumer fell behind ({MAX_BUFFERED_BATCHES} batches buffered)"
+                    ),
+                    resumable=True,
+                )
+            )
         if items:
             self._deliver(call, items)
 

@@ -24,6 +24,7 @@ from pnyx.clients import (
     TimeoutError,
     WatchBatch,
 )
+from pnyx.clients import _engine as engine_module
 from pnyx.clients._engine import Call
 from pnyx.core import errors
 from pnyx.core.wire import (
@@ -492,3 +493,37 @@ def test_keep_alive_reports_loss_when_no_refresh_is_acknowledged_in_time(
     assert keeper.wait_lost(10)
     assert isinstance(keeper.error, TimeoutError)
     keeper.close()
+
+
+def test_a_consumer_that_falls_behind_is_resumed_instead_of_buffered_without_bound(
+    fake: Any, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "MAX_BUFFERED_BATCHES", 5)
+    kv = make_client([fake.endpoint])
+    watch = kv.watch("k")
+    for i in range(30):
+        kv.put("k", str(i))  # nobody reads meanwhile
+    wait_until(lambda: not fake.watches)  # the client dropped the watch at the node
+    assert watch._queue.qsize() <= 5 + 2  # the bound, plus the resume marker
+    seen = _collect(watch, 30)
+    watch.close()
+    assert [b.revision for b in seen] == list(range(2, 32))
+    assert len(of_type(fake, WatchCreateRequest)) >= 2
+
+
+def test_requests_over_the_message_size_limit_are_split_across_messages(
+    fake: Any, make_client: MakeClient
+) -> None:
+    kv = make_client([fake.endpoint])
+    kv.put("warm", "up")
+    before = fake.messages
+    value = b"x" * (1536 * 1024 - 100)
+    calls = [Call(PutRequest(b"big%d" % i, value), 50 + i, 10.0) for i in range(5)]
+    with kv._engine._lock:
+        kv._engine._queue.extend(calls)
+        kv._engine._wake_locked()
+    for call in calls:
+        assert call.lock is not None and call.lock.acquire(timeout=20)
+        assert call.error is None, call.error
+    assert fake.messages - before >= 2  # 7.5 MiB cannot fit one 4 MiB message
+    assert kv.get("big", range_end="bih", count_only=True).count == 5
