@@ -852,6 +852,10 @@ class Node:
     def _handle_request(self, routing_id: bytes, envelope: Envelope) -> None:
         request = envelope.message
         request_id = envelope.request_id
+        if self._stopping_since is not None and not isinstance(request, StatusRequest | Hello):
+            # Shutting down: send the client elsewhere at once (with the leader's address
+            # if this node knows it) instead of starting work it may not finish.
+            raise self._not_leader()
         if type(request) in MUTATING_REQUESTS:
             self._propose_client_request(routing_id, envelope)
         elif isinstance(request, RangeRequest):
@@ -1323,6 +1327,23 @@ class Node:
         raft = self.raft
         self._log.info("node.stopping", role=self._role.value, term=raft.term)
         self._transfer_leadership()
+        self._cancel_all_watches("node shutting down")
+
+    def _cancel_all_watches(self, reason: str) -> None:
+        """End every watch stream with a reason the client did not ask for, so that it
+        resumes the watch on another member from its last delivered revision."""
+        for watch_id, (routing_id, request_id) in sorted(self._watch_streams.items()):
+            try:
+                response = self._kv.watches.cancel(watch_id)
+            except PnyxError:
+                continue
+            self._reply(
+                routing_id,
+                request_id,
+                self._stamp(attrs.evolve(response, cancel_reason=reason)),
+            )
+        self._watch_streams.clear()
+        self._watches_by_connection.clear()
 
     def _transfer_leadership(self) -> None:
         raft = self.raft

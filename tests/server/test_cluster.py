@@ -7,6 +7,7 @@ xdist group so that only one cluster runs at a time on the 2-core machine.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 import zmq
 
 from pnyx.clients import Client
+from pnyx.clients.client import Watch
 from pnyx.clients.testing import LocalCluster, RawConnection, wait_for
 from pnyx.core import errors
 from pnyx.core.wire.codec import TAG_OF, encode_batch
@@ -383,20 +385,76 @@ def test_a_member_added_at_runtime_catches_up_by_snapshot_and_serves(
     assert isinstance(fresh.connection("n4").call(PutRequest(b"a/after", b"x")), PutResponse)
 
 
+class WatchRecorder:
+    """A watch (through a real ``Client``) recording (revision, key) of every event."""
+
+    def __init__(self, endpoints: list[str], prefix: str) -> None:
+        self.events: list[tuple[int, bytes]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(endpoints, prefix), daemon=True)
+
+    def __enter__(self) -> WatchRecorder:
+        self._thread.start()
+        assert self._ready.wait(15.0), self.errors
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self, endpoints: list[str], prefix: str) -> None:
+        try:
+            with Client(endpoints, timeout=15.0) as kv:
+                # An explicit start: every write made after __enter__ returns is covered,
+                # whenever the node gets to create the watch.
+                start = kv.get(prefix, prefix=True, count_only=True).revision + 1
+                with kv.watch(prefix, prefix=True, start_revision=start) as watch:
+                    self._ready.set()
+                    self._record(watch)
+        except errors.PnyxError as error:
+            self.errors.append(repr(error))
+            self._ready.set()
+
+    def _record(self, watch: Watch) -> None:
+        while not self._stop.is_set():
+            batch = watch.get(timeout=0.2)
+            if batch is not None:
+                self.events.extend((batch.revision, e.kv.key) for e in batch.events)
+
+    def seen_up_to(self, revision: int) -> bool:
+        return bool(self.events) and self.events[-1][0] >= revision
+
+
 def test_sigterm_of_the_leader_hands_over_without_a_failed_write(fresh: LocalCluster) -> None:
     old_leader = fresh.leader()
-    with Writers(fresh.endpoints) as writers:
+    others = [fresh.endpoint(name) for name in fresh.names if name != old_leader]
+    # The watch starts on the node about to stop: its stream must resume elsewhere.
+    with (
+        WatchRecorder([fresh.endpoint(old_leader), *others], "w") as watch,
+        Writers(fresh.endpoints) as writers,
+    ):
         writers.wait_for_more(100)
         started = time.monotonic()
         assert fresh.stop(old_leader) == 0
         handover = time.monotonic() - started
         writers.wait_for_more(100)
+        with Client(others, timeout=10.0) as kv:
+            last = kv.get("w", prefix=True).revision
     assert writers.failed == []
     new_leader = fresh.leader()
     assert new_leader != old_leader
     assert "node.transferring_leadership" in fresh.log_text(old_leader)
     for name in fresh.running_names():
         assert writers.acked <= keys_on(fresh, name, b"w", serializable=False)
+    wait_for(lambda: watch.seen_up_to(last), 20.0, "the watch to deliver every write")
+    assert watch.errors == []
+    revisions = [revision for revision, _ in watch.events]
+    assert revisions == sorted(set(revisions)), "a watch event was repeated or reordered"
+    missing = writers.acked - {key.decode() for _, key in watch.events}
+    gaps = [(a, b) for a, b in itertools.pairwise(revisions) if b != a + 1]
+    assert not missing, f"{len(missing)} writes never seen by the watch; gaps {gaps[:5]}"
     print(f"graceful leader stop took {handover:.2f}s")
 
 
