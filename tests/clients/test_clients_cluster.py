@@ -123,3 +123,22 @@ def test_command_line_end_to_end(healed: LocalCluster) -> None:
     assert pnyx("health").count("is healthy") == 3
     members = json.loads(pnyx("-w", "json", "member", "list"))["members"]
     assert len(members) == 3
+
+
+def test_a_paused_node_is_detected_by_heartbeats_and_abandoned(healed: LocalCluster) -> None:
+    # The attempt timeout equals the call's: only the ZMTP heartbeat noticing the silent
+    # peer (and failing the attempt) leaves time to finish elsewhere.
+    with Client(healed.endpoints, timeout=15.0, attempt_timeout=15.0) as kv:
+        kv.put("paused/k", "0")
+        watch = kv.watch("paused/k")
+        assert watch._call is not None
+        serving = watch._call.endpoint
+        name = next(n for n in healed.names if healed.endpoint(n) == serving)
+        healed.pause(name)
+        try:
+            revision = kv.put("paused/k", "1").revision
+            batch = watch.get(15)
+        finally:
+            healed.resume(name)
+        watch.close()
+        assert batch is not None and batch.revision == revision
