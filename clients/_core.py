@@ -15,8 +15,9 @@ as plain functions and small state objects that tests drive directly:
 - watch resume bookkeeping (``WatchState``): the revision to resume from, which never
   advances past a revision whose events have not all been delivered.
 
-Time enters only as arguments (``now``); this module must never do I/O, read clocks,
-sleep, start threads, or import anything of pnyx but ``core.wire`` and ``core.errors``.
+Jitter enters as an argument and nothing here reads a clock: the faces own time. This
+module must never do I/O (reading ``$PNYX_ENDPOINTS`` aside), sleep, start threads, or
+import anything of pnyx but ``core.wire``, ``core.errors`` and ``clients.results``.
 """
 
 from __future__ import annotations
