@@ -564,12 +564,13 @@ def backoff(attempt: int, error: BaseException | None, jitter: float) -> float:
     """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1).
     ``jitter`` in ``[0, 1)`` comes from the caller's random source.
 
-    A redirect to a named leader, or a first failover to another endpoint, goes at
-    once; after that the wait doubles from 25 ms up to 1 s, with jitter so that many
-    clients do not retry in lockstep after a leader change."""
-    if isinstance(error, errors.NotLeaderError) and error.leader_hint:
-        return 0.0
+    The first failover to another endpoint, and the first redirects to a named leader,
+    go at once; after that the wait doubles from 25 ms up to 1 s, with jitter so that
+    many clients do not retry in lockstep after a leader change (and two nodes with
+    stale hints pointing at each other cannot make a client spin)."""
     if attempt <= 1:
+        return 0.0
+    if isinstance(error, errors.NotLeaderError) and error.leader_hint and attempt <= 3:
         return 0.0
     base: float = min(1.0, 0.025 * (2 ** min(attempt - 2, 10)))
     return base * (0.5 + jitter / 2)

@@ -281,7 +281,9 @@ def test_errors_about_the_request_itself_are_never_retried(error: errors.PnyxErr
 
 def test_backoff_redirects_at_once_then_grows_with_bounded_jitter() -> None:
     hint = errors.NotLeaderError(leader_hint="tcp://b:1")
-    assert _core.backoff(5, hint, 0.9) == 0.0
+    assert _core.backoff(2, hint, 0.9) == _core.backoff(3, hint, 0.9) == 0.0
+    # Hints that keep redirecting (stale, pointing at each other) get backed off too.
+    assert _core.backoff(4, hint, 0.0) > 0.0
     assert _core.backoff(1, errors.NoLeaderError(), 0.5) == 0.0
     waits = [_core.backoff(n, errors.NoLeaderError(), 0.0) for n in range(2, 12)]
     assert waits == sorted(waits)
