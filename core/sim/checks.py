@@ -4,10 +4,12 @@
 it applies, commit indexes it reports) and raises ``Violation`` the moment one of these is
 broken:
 
-- election safety: at most one leader per term;
+- election safety: at most one leader per term, and one granted vote per node and term;
 - log matching: two logs holding an entry with the same index and term hold the same
   entry there, and agree on the term just before it (by induction, on the whole prefix);
-- leader completeness: a new leader's log holds every entry already known committed;
+- leader completeness: a new leader's log holds every entry committed in an earlier
+  term;
+- the commit rule: a leader moves its commit index only to an entry of its own term;
 - state machine safety: no two nodes apply different entries at one index, and each node
   applies indexes in order without gaps;
 - the commit index never decreases, not even across a restart (never below the commit
@@ -45,6 +47,10 @@ class SafetyMonitor:
     committed: dict[int, Entry] = attrs.field(factory=dict)
     """index -> the entry committed there (seen in a leader's log when it committed it,
     or at its first application)."""
+    votes: dict[tuple[int, int], int] = attrs.field(factory=dict)
+    """(term, voter) -> the candidate it granted its vote to (from messages sent)."""
+    leader_commits: dict[int, int] = attrs.field(factory=dict)
+    """term -> the commit index its leader was last seen with."""
     commit_terms: list[int] = attrs.field(factory=lambda: [0])
     """commit_terms[i]: the term of the leader that first committed index i."""
     acknowledged: dict[tuple[int, int], Entry] = attrs.field(factory=dict)
@@ -62,6 +68,7 @@ class SafetyMonitor:
         term = raft.term
         holder = self.leaders.get(term)
         if holder == node:
+            self._check_commit_rule(node, raft)
             self._observe_commit(raft)
             return
         if holder is not None:
@@ -69,6 +76,7 @@ class SafetyMonitor:
                 "election safety", f"nodes {holder} and {node} are both leader of term {term}"
             )
         self.leaders[term] = node
+        self.leader_commits[term] = raft.commit_index
         first = raft.first_index
         for index in range(first, self.commit_frontier + 1):
             if self.commit_terms[index] >= term:
@@ -86,6 +94,20 @@ class SafetyMonitor:
                     f"{self.commit_terms[index]}",
                 )
         self._observe_commit(raft)
+
+    def _check_commit_rule(self, node: int, raft: RaftNode) -> None:
+        """A leader advances its commit index only to an entry of its own term (Raft,
+        Figure 2 and Figure 8): older entries commit only together with a newer one."""
+        commit = raft.commit_index
+        if commit <= self.leader_commits[raft.term]:
+            return
+        self.leader_commits[raft.term] = commit
+        if raft.term_at(commit) != raft.term:
+            raise Violation(
+                "leader commit rule",
+                f"node {node}, leader of term {raft.term}, advanced its commit index to "
+                f"{commit}, an entry of term {raft.term_at(commit)}",
+            )
 
     def _observe_commit(self, raft: RaftNode) -> None:
         commit = raft.commit_index
@@ -109,6 +131,16 @@ class SafetyMonitor:
                     f"{entry.index}, where {_show(known)} was applied",
                 )
         self.commit_terms.extend([raft.term] * (commit - frontier))
+
+    def observe_vote(self, voter: int, term: int, candidate: int) -> None:
+        """A granted (real) vote left ``voter``: one vote per term, ever, even across
+        crashes (this is what persisting the vote before answering guarantees)."""
+        granted = self.votes.setdefault((term, voter), candidate)
+        if granted != candidate:
+            raise Violation(
+                "double vote",
+                f"node {voter} granted its vote in term {term} to {granted} and to {candidate}",
+            )
 
     # --- log matching ------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ never edits a disk or a message).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -37,8 +38,11 @@ class Nemesis:
             (2, self.one_way_leader),
             (4, self.crash),
             (2, self.crash_leader),
+            (1, self.power_outage),
+            (4, self.bounce),
             (2, self.pause),
             (3, self.degrade_network),
+            (3, self.stall_links),
             (2, self.transfer_leadership),
             (2, self.compact),
         ]
@@ -125,7 +129,10 @@ class Nemesis:
             drop_rate=self.rng.choice([0.0, 0.05, 0.2]),
             duplicate_rate=self.rng.choice([0.0, 0.05, 0.2]),
             max_delay=self.rng.choice([6, 15, 30]),
-            slow_rate=self.rng.choice([0.0, 0.05, 0.15]),
+            slow_rate=self.rng.choice([0.0, 0.05, 0.15, 0.4]),
+            # Up to 30 ticks late: older than an election timeout, so answers of past
+            # terms and stale leaders' requests arrive among the current ones.
+            slow_delay=self.rng.choice([60, 300]),
         )
         self.sim.network.quality = quality
         self.sim.trace(f"nemesis network {quality}")
@@ -135,6 +142,17 @@ class Nemesis:
             self.sim.trace("nemesis network back to normal")
 
         self._undo_later(restore)
+
+    def stall_links(self) -> None:
+        """One node keeps running but its traffic (both ways) is held up, then arrives
+        all at once and late: answers of past terms land in the middle of new ones."""
+        live = self._live()
+        if not live:
+            return
+        target = self.rng.choice(live)
+        until = self.sim.now + self._duration()
+        self.sim.network.stall(target.id, until)
+        self.sim.trace(f"nemesis stall links of n{target.id} until {until}")
 
     # --- processes ----------------------------------------------------------------------
 
@@ -152,6 +170,30 @@ class Nemesis:
         leader = self.sim.leader()
         if leader is not None:
             self.crash(leader)
+
+    def bounce(self) -> None:
+        """A crash followed by a restart within a few ticks (a supervisor restarting the
+        process): the node is back in the same term it crashed in, with only what it
+        had made durable."""
+        live = self._live()
+        if not live:
+            return
+        target = self.rng.choice(live)
+        self.sim.crash(target)
+        delay = self.sim.ticks(self.rng.randint(0, 3))
+        self.sim.later(delay, functools.partial(self.sim.restart, target))
+
+    def power_outage(self) -> None:
+        """Every member crashes at once and comes back after a short while, in a random
+        order: all election timers restart together (split votes) while messages from
+        before the outage are still in flight."""
+        live = self._live()
+        for process in live:
+            self.sim.crash(process)
+        self.rng.shuffle(live)
+        for process in live:
+            delay = self.sim.ticks(self.rng.randint(0, 10))
+            self.sim.later(delay, functools.partial(self.sim.restart, process))
 
     def pause(self) -> None:
         live = self._live()

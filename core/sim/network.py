@@ -41,18 +41,25 @@ class Network:
     quality: LinkQuality = CALM
     blocked: set[tuple[int, int]] = attrs.field(factory=set)
     """Directed links (sender, recipient) that carry nothing."""
+    stalled: dict[int, int] = attrs.field(factory=dict)
+    """node -> the time until which its links are stalled: everything it sends or is
+    sent queues up and arrives after that (a congested NIC, a stuck I/O thread)."""
     sent: int = 0
     dropped: int = 0
 
-    def fate(self, sender: int, recipient: int) -> list[int]:
-        """Delays (in units) after which copies of one message arrive: empty when the
-        message is lost, two entries when it is duplicated."""
+    def fate(self, sender: int, recipient: int, now: int) -> list[int]:
+        """Delays (in units) after which copies of one message sent at ``now`` arrive:
+        empty when the message is lost, two entries when it is duplicated."""
         self.sent += 1
         if (sender, recipient) in self.blocked or self.rng.random() < self.quality.drop_rate:
             self.dropped += 1
             return []
         copies = 2 if self.rng.random() < self.quality.duplicate_rate else 1
-        return [self._delay() for _ in range(copies)]
+        stall = max(self.stalled.get(sender, 0), self.stalled.get(recipient, 0)) - now
+        return [max(self._delay(), stall + self._delay()) for _ in range(copies)]
+
+    def stall(self, node: int, until: int) -> None:
+        self.stalled[node] = max(self.stalled.get(node, 0), until)
 
     def _delay(self) -> int:
         quality = self.quality
@@ -87,6 +94,7 @@ class Network:
 
     def heal(self) -> None:
         self.blocked.clear()
+        self.stalled.clear()
 
     def describe(self) -> str:
         return ",".join(f"{a}->{b}" for a, b in sorted(self.blocked)) or "none"
