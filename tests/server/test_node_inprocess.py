@@ -114,7 +114,7 @@ def test_an_fsync_failure_stops_the_node_without_acknowledging(fs: MemoryFileSys
     running.put(b"before", b"ok")
     fs.fail_fsync(1000)
     with pytest.raises((TimeoutError, errors.PnyxError)):
-        running.put(b"after", b"never acknowledged", timeout=3.0)
+        running.put(b"after", b"never acknowledged", timeout=1.0)
     assert running.wait() == EXIT_STORAGE
 
 
