@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import structlog
 
-from pnyx.clients import AsyncClient, Client, EventType, WatchBatch
+from pnyx.clients import AsyncClient, AsyncWatch, Client, EventType, WatchBatch
 from pnyx.core import errors
-from pnyx.recipes._base import Runtime, Signal, remaining, wait_first
+from pnyx.recipes._base import Runtime, Signal, remaining
 from pnyx.recipes.session import Session
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Source",
     "key_prefix",
     "prefix_end",
+    "stop_watch_task",
     "wait_for_change",
 ]
 
@@ -123,30 +125,33 @@ class Source:
 
 
 async def _first_matching_batch(
-    kv: AsyncClient,
-    key: bytes,
-    range_end: bytes,
-    start_revision: int,
-    types: Iterable[EventType] | None,
+    watch: AsyncWatch, key: bytes, types: frozenset[EventType] | None
 ) -> WatchBatch | None:
-    """The first batch from ``start_revision`` with an event of ``types`` (any event if
-    None); None if the watch failed (the caller looks again; nothing is skipped because
-    the caller re-reads the state before waiting again)."""
-    wanted = frozenset(types) if types is not None else None
+    """The first batch with an event of ``types`` (any event if None); None if the
+    watch failed or was closed (the caller looks at the state again, so nothing is
+    skipped)."""
     try:
-        async with kv.watch(
-            key, range_end=range_end or None, start_revision=start_revision
-        ) as watch:
+        async with watch:
             async for batch in watch:
                 if not batch.events:
                     continue
-                if wanted is None or any(event.type in wanted for event in batch.events):
+                if types is None or any(event.type in types for event in batch.events):
                     return batch
     except errors.PnyxError as exc:
         # Compacted start or a resume that gave up: the caller re-reads and waits again.
         _log.info("recipe watch failed", key=key, error=str(exc))
         await asyncio.sleep(RETRY_PAUSE)
     return None
+
+
+async def stop_watch_task(watch: AsyncWatch, task: asyncio.Future[Any]) -> None:
+    """End a task iterating ``watch`` for sure. Cancelling alone is not enough on
+    Python 3.11: ``asyncio.wait_for`` (used inside the client's watch) swallows a
+    cancellation that arrives as its inner future completes, and the task would then
+    wait forever; closing the watch ends its iteration whatever the task is doing."""
+    watch.close()
+    task.cancel()
+    await asyncio.wait({task})
 
 
 async def wait_for_change(
@@ -164,17 +169,39 @@ async def wait_for_change(
     event of ``types`` at ``start_revision`` or later. Returns that batch, or None when
     the watch failed and the caller must look at the state again. Raises
     ``errors.TimeoutError`` at ``deadline`` and ``SessionExpiredError`` when one of the
-    ``stop`` signals (a session's ``ended``) is raised first."""
-    if not math.isinf(deadline) and remaining(deadline) <= 0:
-        raise errors.TimeoutError(f"timed out waiting for {what}")
-    outcome = await wait_first(
-        _first_matching_batch(kv, key, range_end, start_revision, types), deadline, *stop
-    )
-    if isinstance(outcome, Signal):
-        error = outcome.error
-        raise errors.SessionExpiredError(
+    ``stop`` signals (a session's ``ended``) is raised first. Cancelling the caller
+    stops the watch."""
+    signals = list(stop)
+
+    def ended(signal: Signal) -> errors.SessionExpiredError:
+        error = signal.error
+        return errors.SessionExpiredError(
             f"session ended while waiting for {what}" + (f" ({error.message})" if error else "")
         )
-    if outcome is None and remaining(deadline) <= 0:
+
+    for signal in signals:
+        if signal.is_set():
+            raise ended(signal)
+    if remaining(deadline) <= 0:
         raise errors.TimeoutError(f"timed out waiting for {what}")
-    return outcome
+    watch = kv.watch(key, range_end=range_end or None, start_revision=start_revision)
+    wanted = frozenset(types) if types is not None else None
+    task = asyncio.ensure_future(_first_matching_batch(watch, key, wanted))
+    waiters = {signal.future(): signal for signal in signals}
+    timeout = None if math.isinf(deadline) else remaining(deadline)
+    pending: set[asyncio.Future[Any]] = {task, *waiters}
+    try:
+        done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        await stop_watch_task(watch, task)
+        raise
+    finally:
+        for future in waiters:
+            future.cancel()
+    if task in done:
+        return task.result()
+    await stop_watch_task(watch, task)
+    for future, signal in waiters.items():
+        if future in done:
+            raise ended(signal)
+    raise errors.TimeoutError(f"timed out waiting for {what}")
