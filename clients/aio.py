@@ -460,6 +460,8 @@ class AsyncWatch:
                 try:
                     await self._resume(item.error)
                 except errors.PnyxError as exc:
+                    if self._state.canceling:
+                        raise StopAsyncIteration from None  # closed while resuming
                     self._fail(exc)
 
     def _fail(self, error: errors.PnyxError) -> None:

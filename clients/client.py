@@ -458,6 +458,8 @@ class Watch:
                 try:
                     self._resume(item.error)
                 except errors.PnyxError as exc:
+                    if self._state.canceling:
+                        raise StopIteration from None  # closed while resuming
                     self._fail(exc)
             # WatchCreated of a resumed attempt: nothing for the consumer.
 
