@@ -2,8 +2,10 @@
 
 Client commands (this module): ``put``, ``get``, ``del``, ``txn``, ``watch``, ``lease``
 (``grant``/``revoke``/``ttl``/``list``/``keep-alive``), ``member``
-(``list``/``add``/``promote``/``remove``), ``status``, ``health`` and ``compact``. The
-server side adds ``node`` and ``up`` from ``cli_server``.
+(``list``/``add``/``promote``/``remove``), ``status``, ``health`` and ``compact``. Other
+modules register theirs at the bottom: ``node``/``up`` (``cli_server``), ``bench``/``check``
+(``cli_bench``), ``lock``/``elect`` (``cli_recipes``); pnyx errors raised by any command
+become one line and an exit code here (``_Group``).
 
 Global options: ``--endpoints`` (else ``$PNYX_ENDPOINTS``, else ``pnyx up``'s three
 local endpoints), ``--timeout`` (seconds per command, retries included) and
