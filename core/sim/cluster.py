@@ -41,7 +41,7 @@ from pnyx.core.raft.types import (
     VoteResponse,
 )
 from pnyx.core.sim.checks import SafetyMonitor, Violation
-from pnyx.core.sim.disk import Disk, MemoryDisk
+from pnyx.core.sim.disk import Disk, LogImage, MemoryDisk
 from pnyx.core.sim.history import OpKind, Value
 from pnyx.core.sim.nemesis import Nemesis
 from pnyx.core.sim.network import CALM, Network
@@ -80,6 +80,8 @@ class SimConfig:
     compact_every: tuple[int, int] = (15, 60)
     """Each node snapshots its state machine every so many applied entries."""
     sync_delay_units: tuple[int, int] = (1, 8)
+    slow_sync_delay_units: tuple[int, int] = (20, 300)
+    """fsync latency of a node while the nemesis makes its disk slow."""
 
     def command(self) -> str:
         """The exact command line that reproduces this run."""
@@ -140,9 +142,13 @@ class NodeProcess:
     compact_every: int
     raft: RaftNode | None = None
     machine: KVStateMachine = attrs.field(factory=SimKV)
+    log: LogImage = attrs.field(factory=LogImage)
+    """What this incarnation has handed to its disk (synced or not), as the checks see
+    it; rebuilt from the disk on restart, so any ``Disk`` implementation can be used."""
     incarnation: int = 0
     paused: bool = False
     retired: bool = False
+    slow_disk_until: int = 0
     held: list[tuple[Ev, tuple[Any, ...]]] = attrs.field(factory=list)
     syncing: Ready | None = None
     applied: int = 0
@@ -174,8 +180,17 @@ class Stats:
 class Simulation:
     """One run. ``run()`` returns normally or raises ``Violation``."""
 
-    def __init__(self, config: SimConfig, *, trace: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        config: SimConfig,
+        *,
+        trace: Callable[[str], None] | None = None,
+        disk_factory: Callable[[], Disk] = MemoryDisk,
+        machine_factory: Callable[[], KVStateMachine] = SimKV,
+    ):
         self.config = config
+        self.disk_factory = disk_factory
+        self.machine_factory = machine_factory
         self.trace_sink = trace
         seed = config.seed
         self.network = Network(random.Random(f"{seed}/network"))
@@ -271,7 +286,9 @@ class Simulation:
 
     def _new_process(self, node_id: int, bootstrap: ConfState | None) -> NodeProcess:
         low, high = self.config.compact_every
-        return NodeProcess(node_id, MemoryDisk(), bootstrap, self.config_rng.randint(low, high))
+        return NodeProcess(
+            node_id, self.disk_factory(), bootstrap, self.config_rng.randint(low, high)
+        )
 
     def sorted_processes(self) -> list[NodeProcess]:
         return [self.processes[node_id] for node_id in sorted(self.processes)]
@@ -296,7 +313,8 @@ class Simulation:
         rng = random.Random(f"{self.config.seed}/raft/{process.id}/{process.incarnation}")
         bootstrap = process.bootstrap if persisted.snapshot is None else None
         process.raft = RaftNode(raft_config, rng, persisted, bootstrap=bootstrap)
-        process.machine = SimKV()
+        process.machine = self.machine_factory()
+        process.log = LogImage(persisted.hard_state, persisted.snapshot, list(persisted.entries))
         process.paused = False
         process.held.clear()
         process.syncing = None
@@ -418,6 +436,8 @@ class Simulation:
             if ready.must_sync:
                 process.syncing = ready
                 low, high = self.config.sync_delay_units
+                if self.now < process.slow_disk_until:
+                    low, high = self.config.slow_sync_delay_units
                 delay = self.disk_rng.randint(low, high)
                 self._push(delay, Ev.SYNCED, (process.id, process.incarnation))
                 return
@@ -437,11 +457,9 @@ class Simulation:
         self._drive(process)
 
     def _persist(self, process: NodeProcess, raft: RaftNode, ready: Ready) -> None:
-        disk = process.disk
-        assert isinstance(disk, MemoryDisk)  # the monitor reads the written log image
         hard_state = ready.hard_state
         if hard_state is not None:
-            previous = disk.written.hard_state
+            previous = process.log.hard_state
             if hard_state.commit < process.commit_floor:
                 raise Violation(
                     "commit index decreased",
@@ -462,7 +480,8 @@ class Simulation:
                     f"node {process.id} got a snapshot at index {meta.index} term {meta.term}, "
                     f"but the entry committed there has term {known.term}",
                 )
-        disk.save(hard_state, ready.entries, ready.snapshot)
+        process.disk.save(hard_state, ready.entries, ready.snapshot)
+        process.log.write(hard_state, ready.entries, ready.snapshot)
         if ready.entries or ready.snapshot is not None or hard_state is not None:
             self.trace(
                 f"persist n{process.id} hs={_hs(hard_state)} entries="
@@ -470,7 +489,7 @@ class Simulation:
                 f"{ready.snapshot.metadata.index if ready.snapshot else '-'} "
                 f"sync={int(ready.must_sync)}"
             )
-        self.monitor.observe_written(process.id, disk.written, ready.entries)
+        self.monitor.observe_written(process.id, process.log, ready.entries)
         if ready.soft_state is not None:
             soft = ready.soft_state
             self.trace(
@@ -571,6 +590,7 @@ class Simulation:
                 f"{None if snapshot is None else snapshot.metadata}",
             )
         process.disk.save_snapshot(snapshot)
+        process.log.install(snapshot)
         process.snapshot_index = process.applied
         self.stats.snapshots += 1
         self.trace(f"compact n{process.id} @{process.applied}")
@@ -790,8 +810,8 @@ class Simulation:
 
     def _finish(self, leader: NodeProcess) -> None:
         raft = leader.raft
-        assert raft is not None and isinstance(leader.disk, MemoryDisk)
-        self.monitor.check_acknowledged_kept(leader.id, leader.disk.written, raft.commit_index)
+        assert raft is not None
+        self.monitor.check_acknowledged_kept(leader.id, leader.log, raft.commit_index)
         self.trace(f"done: leader n{leader.id} term {raft.term} commit {raft.commit_index}")
         self.phase = Phase.DONE
 

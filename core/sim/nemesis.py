@@ -43,6 +43,7 @@ class Nemesis:
             (2, self.pause),
             (3, self.degrade_network),
             (3, self.stall_links),
+            (3, self.slow_disk),
             (2, self.transfer_leadership),
             (2, self.compact),
         ]
@@ -170,6 +171,16 @@ class Nemesis:
         leader = self.sim.leader()
         if leader is not None:
             self.crash(leader)
+
+    def slow_disk(self) -> None:
+        """fsync latency spikes on one node: everything it says after a vote or an
+        append (grants, acknowledgements) leaves late, often after the term moved on."""
+        live = self._live()
+        if not live:
+            return
+        target = self.rng.choice(live)
+        target.slow_disk_until = self.sim.now + self._duration()
+        self.sim.trace(f"nemesis slow disk on n{target.id} until {target.slow_disk_until}")
 
     def bounce(self) -> None:
         """A crash followed by a restart within a few ticks (a supervisor restarting the

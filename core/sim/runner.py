@@ -17,7 +17,9 @@ import attrs
 
 from pnyx.core.sim.checks import Violation
 from pnyx.core.sim.cluster import Phase, SimConfig, Simulation, Stats
+from pnyx.core.sim.disk import Disk, MemoryDisk
 from pnyx.core.sim.linearizability import check_history
+from pnyx.core.sim.statemachine import KVStateMachine, SimKV
 
 
 @attrs.frozen
@@ -60,8 +62,19 @@ def _describe_stats(stats: Stats) -> str:
     )
 
 
-def run_seed(config: SimConfig, *, trace: Callable[[str], None] | None = None) -> SimResult:
-    sim = Simulation(config, trace=trace)
+def run_seed(
+    config: SimConfig,
+    *,
+    trace: Callable[[str], None] | None = None,
+    disk_factory: Callable[[], Disk] = MemoryDisk,
+    machine_factory: Callable[[], KVStateMachine] = SimKV,
+) -> SimResult:
+    """Run one seed. The factories let another disk (e.g. the real WAL over an in-memory
+    file system) or another state machine (e.g. ``pnyx.core.kv`` behind an adapter) take
+    the place of the simple ones."""
+    sim = Simulation(
+        config, trace=trace, disk_factory=disk_factory, machine_factory=machine_factory
+    )
     violation: Violation | None = None
     try:
         sim.run()
