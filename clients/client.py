@@ -100,9 +100,15 @@ class Client(ClientBase):
 
     def close(self) -> None:
         """Stop watches and keep-alives, fail calls in flight, stop the I/O thread."""
-        for child in list(self._children):
-            child.close()
+        children = list(self._children)
+        for child in children:
+            if isinstance(child, LeaseKeepAlive):
+                child._stop.set()  # no new refresh; the one in flight fails below
+            else:
+                child.close()
         self._engine.close()
+        for child in children:
+            child.close()
 
     def __enter__(self) -> Client:
         return self
