@@ -86,10 +86,14 @@ class AsyncClient(ClientBase):
 
     async def close(self) -> None:
         """Stop watches and keep-alives, fail calls in flight, stop the I/O thread."""
-        for child in list(self._children):
-            await child.aclose()
+        children = list(self._children)
+        for child in children:
+            child.close()  # watches end; keep-alives make no new refresh
         # Joining the I/O thread takes a loop turn of it; do not block the event loop.
+        # Closing it fails any refresh still in flight, so the keep-alives end at once.
         await asyncio.get_running_loop().run_in_executor(None, self._engine.close)
+        for child in children:
+            await child.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
