@@ -96,7 +96,12 @@ class NodeConfig:
     """Election timeout: a random number of ticks in ``[election_ticks, 2*election_ticks)``
     (300-600 ms by default)."""
     snapshot_count: int = 10_000
-    """Take a snapshot (and compact the Raft log) every this many applied entries."""
+    """Take a snapshot (and compact the Raft log) every this many applied entries (and
+    not before the log grew by as many bytes as the previous snapshot had)."""
+    snapshot_in_child: bool = True
+    """Encode snapshots in a forked child (copy-on-write), not on the loop thread."""
+    auto_compaction_retention: int = 0
+    """If positive, the leader compacts the history to keep this many revisions."""
     request_timeout: float = 3.0
     """A client request not answered within this long gets a TimeoutError reply (the
     client retries with the same (client_id, seq), so a write still applies once)."""
@@ -147,6 +152,8 @@ class NodeConfig:
             raise ValueError("need 0 < --heartbeat-ticks < --election-ticks")
         if self.snapshot_count < 1:
             raise ValueError("--snapshot-count must be positive")
+        if self.auto_compaction_retention < 0:
+            raise ValueError("--auto-compaction-retention must not be negative")
 
 
 def min_lease_ttl(election_timeout_max: float) -> int:
@@ -182,6 +189,17 @@ def build_parser(prog: str = "pnyx node") -> argparse.ArgumentParser:
     add("--heartbeat-ticks", type=int, default=5)
     add("--election-ticks", type=int, default=30)
     add("--snapshot-count", type=int, default=10_000, help="applied entries per snapshot")
+    add(
+        "--snapshot-inline",
+        action="store_true",
+        help="encode snapshots on the loop thread instead of in a forked child",
+    )
+    add(
+        "--auto-compaction-retention",
+        type=int,
+        default=0,
+        help="keep this many revisions of history, compacting older ones (0: never)",
+    )
     add("--request-timeout", type=float, default=3.0, help="seconds")
     add("--shutdown-timeout", type=float, default=5.0, help="seconds")
     add("--max-message-bytes", type=int, default=Limits().max_message_bytes)
@@ -220,6 +238,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         heartbeat_ticks=args.heartbeat_ticks,
         election_ticks=args.election_ticks,
         snapshot_count=args.snapshot_count,
+        snapshot_in_child=not args.snapshot_inline,
+        auto_compaction_retention=args.auto_compaction_retention,
         request_timeout=args.request_timeout,
         shutdown_timeout=args.shutdown_timeout,
         limits=limits,

@@ -74,6 +74,7 @@ from pnyx.core.errors import (
 from pnyx.core.kv.store import (
     ClientCommand,
     Command,
+    CompactHistory,
     KVStateMachine,
     decode_command,
     encode_command,
@@ -108,6 +109,7 @@ from pnyx.core.server.members import (
     encode_server_command,
     is_server_command,
 )
+from pnyx.core.server.snapshotter import SnapshotJob, start_snapshot
 from pnyx.core.storage import FileSystem, OsFileSystem, Storage, WalWriter
 from pnyx.core.transport import ClientRouter, Malformed, PeerTransport, SendResult
 from pnyx.core.wire.codec import PROTOCOL_VERSION, DecodeError, decode_batch, encode_batch
@@ -167,6 +169,11 @@ _PUBLISH_RETRY = 2.0
 _MAX_TICKS_PER_ITERATION = 3
 _WATCH_DRAIN_ROUNDS = 4
 _LEASE_EXPIRY_BATCH = 1000
+_SNAPSHOT_BYTES_RATIO = 1.0
+"""Snapshot only once the entries applied since the last one add up to at least this
+fraction of its size."""
+_SNAPSHOT_RETRY = 10.0
+_AUTO_COMPACTION_INTERVAL = 5.0
 _REMOVAL_NOTICE_INTERVAL = 1.0
 _MAX_STALLED_MESSAGES = 1024
 """Replies (ZeroMQ messages) kept for a connection that is not reading before it is
@@ -247,6 +254,10 @@ class Node:
         self._applied = 0
         self._snapshot_index = 0
         self._snapshot_future: Future[None] | None = None
+        self._snapshot_job: SnapshotJob | None = None
+        self._snapshot_not_before = 0.0
+        self._bytes_since_snapshot = 0
+        self._last_snapshot_bytes = 0
         self._inflight: tuple[Ready, Future[None]] | None = None
         self._deferred_hard_state: HardState | None = None
         self._role = Role.FOLLOWER
@@ -271,6 +282,7 @@ class Node:
         self._next_tick = self._now
         self._next_sweep = self._now
         self._next_progress = self._now + config.progress_interval
+        self._next_compaction = self._now + _AUTO_COMPACTION_INTERVAL
         self._publish_after = self._now
         self._stop_requested = False
         self._stopping_since: float | None = None
@@ -397,6 +409,8 @@ class Node:
         return self._exit_code
 
     def _close(self, clean: bool) -> None:
+        if self._snapshot_job is not None:
+            self._snapshot_job.cancel()
         writer = self._writer
         if writer is not None and clean and writer.failed is None:
             try:
@@ -466,6 +480,10 @@ class Node:
             expired = self._kv.expired_leases(now, _LEASE_EXPIRY_BATCH)
             if expired is not None:
                 self._propose_internal(encode_command(expired))
+        retention = self.config.auto_compaction_retention
+        if retention and now >= self._next_compaction:
+            self._next_compaction = now + _AUTO_COMPACTION_INTERVAL
+            self._maybe_auto_compact(retention)
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_INTERVAL
             self._expire_waiters(now)
@@ -473,6 +491,15 @@ class Node:
         if now >= self._next_progress:
             self._next_progress = now + self.config.progress_interval
             self._kv.watches.progress_notify()
+
+    def _maybe_auto_compact(self, retention: int) -> None:
+        """On the leader: compact the history to the last ``retention`` revisions (decided
+        by the cluster, through the log, so every member compacts at the same point)."""
+        if self.raft.role is not Role.LEADER or self._stopping_since is not None:
+            return
+        target = self._kv.revision - retention
+        if target > self._kv.mvcc.compact_revision:
+            self._propose_internal(encode_command(CompactHistory(target)))
 
     # ------------------------------------------------------------------ peers
 
@@ -563,7 +590,7 @@ class Node:
                 self._deferred_hard_state = ready.hard_state
             self._complete_ready(ready)
 
-    def _wake_from_writer(self, _future: Future[None]) -> None:
+    def _wake_from_writer(self, _future: Future[Any]) -> None:
         # Runs on the writer thread (or on the loop's, if already done): the lock makes
         # the PAIR socket's use from two threads safe.
         with self._wake_lock:
@@ -577,6 +604,10 @@ class Node:
                 self._wake_rx.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
+        job = self._snapshot_job
+        if job is not None and job.future.done():
+            self._snapshot_job = None
+            self._finish_snapshot(job)
         snapshot_future = self._snapshot_future
         if snapshot_future is not None and snapshot_future.done():
             self._snapshot_future = None
@@ -651,6 +682,7 @@ class Node:
         if index <= self._applied:
             return
         self._applied = index
+        self._bytes_since_snapshot += len(entry.data)
         if entry.type is EntryType.CONF_CHANGE:
             self._apply_conf_change(entry)
             return
@@ -773,6 +805,8 @@ class Node:
                 self._peer.set_peer(record.node_id, record.peer_url)
         self._applied = max(self._applied, snapshot.metadata.index)
         self._snapshot_index = snapshot.metadata.index
+        self._last_snapshot_bytes = len(snapshot.data)
+        self._bytes_since_snapshot = 0
 
     def _apply_snapshot(self, snapshot: Snapshot) -> None:
         self._log.info(
@@ -785,26 +819,55 @@ class Node:
         self._applied = snapshot.metadata.index
 
     def _maybe_snapshot(self) -> None:
+        """Snapshot every ``snapshot_count`` applied entries, but no more often than the
+        log grows by as many bytes as the last snapshot had: the cost of snapshotting
+        stays a bounded fraction of the cost of taking the writes, however big the state."""
+        if self._snapshot_job is not None or self._snapshot_future is not None:
+            return  # the previous one is still being encoded or written
         if self._applied - self._snapshot_index < self.config.snapshot_count:
             return
-        if self._snapshot_future is not None:
-            return  # the previous one is still being written
-        raft = self.raft
-        index = min(self._applied, raft.applied_index)
-        if index <= self._snapshot_index:
+        if self._bytes_since_snapshot < self._last_snapshot_bytes * _SNAPSHOT_BYTES_RATIO:
             return
-        started = time.perf_counter()
-        raft.compact(index, self._snapshot_data())
+        if self._now < self._snapshot_not_before:
+            return
+        raft = self.raft
+        # The state is captured now: it must be exactly the state at `index`.
+        index = self._applied
+        if raft.applied_index != index or index <= self._snapshot_index:
+            return
+        self._bytes_since_snapshot = 0
+        self._snapshot_job = start_snapshot(
+            self._snapshot_data,
+            index,
+            self._wake_from_writer,
+            fork=self.config.snapshot_in_child,
+        )
+
+    def _finish_snapshot(self, job: SnapshotJob) -> None:
+        raft = self.raft
+        try:
+            data = job.future.result()
+        except Exception as error:
+            # Not a durability problem (the WAL has everything): try again later.
+            self._log.error("snapshot.failed", index=job.index, error=str(error))
+            self._snapshot_not_before = self._now + _SNAPSHOT_RETRY
+            return
+        if job.index <= self._snapshot_index:
+            return  # a snapshot received from the leader overtook this one
+        raft.compact(job.index, data)
         snapshot = raft.snapshot
         assert snapshot is not None and self._writer is not None
-        self._snapshot_index = index
+        assert snapshot.metadata.index == job.index
+        self._snapshot_index = job.index
+        self._last_snapshot_bytes = len(data)
         self._snapshot_future = self._writer.submit_snapshot(snapshot)
         self._snapshot_future.add_done_callback(self._wake_from_writer)
         self._log.info(
             "snapshot.taken",
-            index=index,
-            bytes=len(snapshot.data),
-            seconds=round(time.perf_counter() - started, 4),
+            index=job.index,
+            bytes=len(data),
+            seconds=round(time.perf_counter() - job.started, 4),
+            child=job.pid != 0,
             term=raft.term,
         )
 
