@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -299,3 +303,20 @@ def test_wait_for_times_out_and_close_ends_the_watch(kv: Client) -> None:
     config.close()
     with pytest.raises(RecipeError):
         config.wait_for(1)
+
+
+def test_feature_flags_example_runs(cluster: LocalCluster) -> None:
+    """The example a new user runs (`examples/feature_flags.py --demo`) works end to end."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "feature_flags.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--demo", "--pause", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PNYX_ENDPOINTS": ",".join(cluster.endpoints)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "applied new-checkout: False -> True, rollout-percent: 0 -> 25" in done.stdout
+    assert done.stdout.count("REJECTED") == 2
+    assert "rolled everything back" in done.stdout
