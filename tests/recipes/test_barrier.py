@@ -24,13 +24,11 @@ from pnyx.clients.testing import LocalCluster, wait_for
 from pnyx.recipes.barrier import Barrier, DoubleBarrier
 from pnyx.recipes.session import Session
 
-pytestmark = pytest.mark.xdist_group("recipes_barrier")
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(3, directory=str(tmp_path_factory.mktemp("barrier"))) as started:
-        yield started
+@pytest.fixture
+def cluster(shared_cluster: LocalCluster) -> LocalCluster:
+    """The recipe tests' shared cluster (tests/recipes/conftest.py): nothing here harms it."""
+    return shared_cluster
 
 
 @pytest.fixture

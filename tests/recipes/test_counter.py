@@ -14,13 +14,11 @@ from pnyx.clients import AsyncClient, Client, InvalidRequestError
 from pnyx.clients.testing import LocalCluster
 from pnyx.recipes.counter import Counter
 
-pytestmark = pytest.mark.xdist_group("recipes_counter")
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(3, directory=str(tmp_path_factory.mktemp("counter"))) as started:
-        yield started
+@pytest.fixture
+def cluster(shared_cluster: LocalCluster) -> LocalCluster:
+    """The recipe tests' shared cluster (tests/recipes/conftest.py): nothing here harms it."""
+    return shared_cluster
 
 
 @pytest.fixture
