@@ -82,12 +82,14 @@ from pnyx.core.kv.store import (
 from pnyx.core.raft import RaftNode, decode_conf_change, decode_message, encode_message
 from pnyx.core.raft.node import NO_LEADER
 from pnyx.core.raft.types import (
+    AppendRequest,
     ConfChange,
     ConfChangeType,
     ConfState,
     Entry,
     EntryType,
     HardState,
+    HeartbeatRequest,
     Message,
     PersistedState,
     RaftConfig,
@@ -95,6 +97,7 @@ from pnyx.core.raft.types import (
     Ready,
     Role,
     Snapshot,
+    SnapshotRequest,
     SoftState,
 )
 from pnyx.core.server.config import ClusterState, NodeConfig, member_id
@@ -169,6 +172,8 @@ _PUBLISH_RETRY = 2.0
 _MAX_TICKS_PER_ITERATION = 3
 _WATCH_DRAIN_ROUNDS = 4
 _LEASE_EXPIRY_BATCH = 1000
+_EARLY_LEADER_MESSAGES = frozenset({AppendRequest, HeartbeatRequest, SnapshotRequest})
+"""What a leader may send before its own write of the same Ready is durable."""
 _SNAPSHOT_BYTES_RATIO = 1.0
 """Snapshot only once the entries applied since the last one add up to at least this
 fraction of its size."""
@@ -258,7 +263,10 @@ class Node:
         self._snapshot_not_before = 0.0
         self._bytes_since_snapshot = 0
         self._last_snapshot_bytes = 0
-        self._inflight: tuple[Ready, Future[None]] | None = None
+        self._inflight: tuple[Ready, Future[None], Sequence[Message]] | None = None
+        # Term and vote as last made durable (or deferred: same term and vote).
+        self._durable_term = 0
+        self._durable_vote = 0
         self._deferred_hard_state: HardState | None = None
         self._role = Role.FOLLOWER
         self._leader_id = 0
@@ -324,6 +332,8 @@ class Node:
             persisted,
             bootstrap,
         )
+        self._durable_term = persisted.hard_state.term
+        self._durable_vote = persisted.hard_state.vote
         if persisted.snapshot is not None:
             try:
                 self._restore_snapshot(persisted.snapshot)
@@ -583,7 +593,8 @@ class Node:
                 self._deferred_hard_state = None
                 self._learn_addresses(ready.entries)
                 future = self._writer.submit(hard_state, ready.entries, ready.snapshot)
-                self._inflight = (ready, future)
+                later = self._send_leader_messages_early(ready)
+                self._inflight = (ready, future, later)
                 future.add_done_callback(self._wake_from_writer)
                 return
             if ready.hard_state is not None:
@@ -615,16 +626,44 @@ class Node:
             if error is not None:
                 raise _FatalError(EXIT_STORAGE, f"snapshot save failed: {error}")
         if self._inflight is not None and self._inflight[1].done():
-            ready, future = self._inflight
+            ready, future, later = self._inflight
             self._inflight = None
             error = future.exception()
             if error is not None:
                 raise _FatalError(EXIT_STORAGE, f"WAL write failed: {error}")
-            self._complete_ready(ready)
+            self._complete_ready(ready, later)
             self._process_ready()
 
-    def _complete_ready(self, ready: Ready) -> None:
-        self._send_messages(ready.messages)
+    def _send_leader_messages_early(self, ready: Ready) -> Sequence[Message]:
+        """Send a leader's replication messages while its own disk write runs, and return
+        the messages that must wait for it.
+
+        A deliberate, measured deviation from the letter of ``Ready``'s contract (which
+        sends everything after the persist), as etcd and the Raft thesis (10.2.1) do: a
+        leader may replicate entries in parallel with writing them itself, because the
+        core counts the leader's own copy toward commit only after ``advance``. It cuts
+        one disk write out of every write's latency. Not when this Ready changed the term
+        or vote (those must be durable before anything that carries them leaves), and
+        never for a follower's or candidate's messages (votes and acknowledgements)."""
+        messages = ready.messages
+        if not messages or self.raft.role is not Role.LEADER:
+            return messages
+        hard_state = ready.hard_state
+        if hard_state is not None and (
+            hard_state.term != self._durable_term or hard_state.vote != self._durable_vote
+        ):
+            return messages
+        early = [m for m in messages if type(m) in _EARLY_LEADER_MESSAGES]
+        if not early:
+            return messages
+        self._send_messages(early)
+        return [m for m in messages if type(m) not in _EARLY_LEADER_MESSAGES]
+
+    def _complete_ready(self, ready: Ready, messages: Sequence[Message] | None = None) -> None:
+        if ready.hard_state is not None:
+            self._durable_term = ready.hard_state.term
+            self._durable_vote = ready.hard_state.vote
+        self._send_messages(ready.messages if messages is None else messages)
         if ready.snapshot is not None:
             self._apply_snapshot(ready.snapshot)
         for entry in ready.committed_entries:
