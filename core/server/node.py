@@ -180,6 +180,9 @@ fraction of its size."""
 _SNAPSHOT_RETRY = 10.0
 _AUTO_COMPACTION_INTERVAL = 5.0
 _REMOVAL_NOTICE_INTERVAL = 1.0
+_CLIENT_MESSAGES_PER_ITERATION = 64
+"""Client messages (each a batch of requests) taken per loop iteration: the rest wait
+for the next one, so a flood of requests cannot delay ticks and peer messages."""
 _MAX_STALLED_MESSAGES = 1024
 """Replies (ZeroMQ messages) kept for a connection that is not reading before it is
 given up on."""
@@ -915,7 +918,7 @@ class Node:
     def _receive_client_requests(self) -> None:
         assert self._client is not None
         limits = self.config.limits
-        for event in self._client.receive():
+        for event in self._client.receive(_CLIENT_MESSAGES_PER_ITERATION):
             if isinstance(event, Malformed):
                 self._reply_error(
                     event.routing_id,
