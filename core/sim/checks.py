@@ -4,7 +4,8 @@
 it applies, commit indexes it reports) and raises ``Violation`` the moment one of these is
 broken:
 
-- election safety: at most one leader per term, and one granted vote per node and term;
+- election safety: at most one leader per term, one granted vote per node and term, and
+  a leader holds the votes of a quorum granted in its own term;
 - log matching: two logs holding an entry with the same index and term hold the same
   entry there, and agree on the term just before it (by induction, on the whole prefix);
 - leader completeness: a new leader's log holds every entry committed in an earlier
@@ -77,6 +78,7 @@ class SafetyMonitor:
             )
         self.leaders[term] = node
         self.leader_commits[term] = raft.commit_index
+        self._check_quorum_of_votes(node, raft)
         first = raft.first_index
         for index in range(first, self.commit_frontier + 1):
             if self.commit_terms[index] >= term:
@@ -94,6 +96,21 @@ class SafetyMonitor:
                     f"{self.commit_terms[index]}",
                 )
         self._observe_commit(raft)
+
+    def _check_quorum_of_votes(self, node: int, raft: RaftNode) -> None:
+        """A leader of term T was granted votes in term T by a quorum of its voters (its
+        own vote included): votes of other terms or of the pre-vote round do not count."""
+        term = raft.term
+        voters = raft.conf_state.voters
+        granted = sorted(
+            voter for voter in voters if voter == node or self.votes.get((term, voter)) == node
+        )
+        if len(granted) < len(voters) // 2 + 1:
+            raise Violation(
+                "election safety",
+                f"node {node} became leader of term {term} with votes of {granted} only "
+                f"(voters {sorted(voters)})",
+            )
 
     def _check_commit_rule(self, node: int, raft: RaftNode) -> None:
         """A leader advances its commit index only to an entry of its own term (Raft,

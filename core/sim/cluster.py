@@ -29,6 +29,7 @@ from pnyx.core.errors import ProposalDroppedError
 from pnyx.core.raft import codec
 from pnyx.core.raft.node import RaftNode
 from pnyx.core.raft.types import (
+    AppendResponse,
     ConfChange,
     ConfChangeType,
     ConfState,
@@ -172,8 +173,17 @@ class Stats:
     pauses: int = 0
     partitions: int = 0
     conf_changes: int = 0
+    """Membership changes proposed; the next three count those committed."""
+    learners_added: int = 0
+    promotions: int = 0
+    removals: int = 0
+    leader_removals: int = 0
+    """Committed removals that the removed member proposed itself, as leader."""
     transfers: int = 0
     snapshots: int = 0
+    """Snapshots taken by nodes (compactions)."""
+    snapshots_installed: int = 0
+    """Snapshots sent by a leader and installed by a follower that fell behind."""
     events: int = 0
 
 
@@ -210,6 +220,9 @@ class Simulation:
         self.committed_conf = ConfState(voters=frozenset(range(1, config.nodes + 1)))
         self.committed_conf_index = 0
         self.next_node_id = config.nodes + 1
+        self.nemesis: Nemesis | None = None
+        self.leaders_removing_themselves: set[int] = set()
+        """Members whose removal was proposed while they were leading."""
         self.next_session = 0
         self.liveness_started = 0
         self.leader_established_at: int | None = None
@@ -252,7 +265,8 @@ class Simulation:
             )
         fault_end = self.config.ticks * self.config.tick_units
         if self.config.faults:
-            Nemesis(self, random.Random(f"{self.config.seed}/faults")).start(fault_end)
+            self.nemesis = Nemesis(self, random.Random(f"{self.config.seed}/faults"))
+            self.nemesis.start(fault_end)
         self._push(fault_end, Ev.ACTION, (self._begin_liveness,))
         while self.queue and self.phase is not Phase.DONE:
             time, _, kind, payload = heapq.heappop(self.queue)
@@ -498,18 +512,25 @@ class Simulation:
 
     def _complete(self, process: NodeProcess, raft: RaftNode, ready: Ready) -> None:
         """Persisted (and synced if asked): send, apply, answer reads, advance."""
+        voted = acknowledged = False
         for message in ready.messages:
             if isinstance(message, VoteResponse) and message.granted and not message.pre_vote:
                 self.monitor.observe_vote(message.sender, message.term, message.to)
+                voted = True
+            elif isinstance(message, AppendResponse) and not message.reject:
+                acknowledged = True
             data = codec.encode_message(message)
             for delay in self.network.fate(message.sender, message.to, self.now):
                 self._push(delay, Ev.DELIVER, (message.sender, message.to, data))
+        if (voted or acknowledged) and self.nemesis is not None:
+            self.nemesis.after_promise(process, voted=voted)
         if ready.snapshot is not None:
             meta = ready.snapshot.metadata
             process.machine.restore(ready.snapshot.data)
             process.applied, process.applied_term = meta.index, meta.term
             process.applied_conf = meta.conf_state
             process.snapshot_index = max(process.snapshot_index, meta.index)
+            self.stats.snapshots_installed += 1
             self.trace(f"install n{process.id} snapshot@{meta.index}")
         for entry in ready.committed_entries:
             self._apply(process, entry)
@@ -599,6 +620,16 @@ class Simulation:
         self.committed_conf_index = index
         self.committed_conf = _changed(self.committed_conf, change)
         self.trace(f"conf committed @{index}: {change.type.name} n{change.node_id}")
+        if index <= self.config.nodes:
+            return  # the bootstrap configuration
+        if change.type is ConfChangeType.ADD_LEARNER:
+            self.stats.learners_added += 1
+        elif change.type is ConfChangeType.ADD_NODE:
+            self.stats.promotions += 1
+        else:
+            self.stats.removals += 1
+            if change.node_id in self.leaders_removing_themselves:
+                self.stats.leader_removals += 1
         if change.type is ConfChangeType.REMOVE_NODE:
             process = self.processes.get(change.node_id)
             if process is not None and not process.retired:

@@ -23,6 +23,11 @@ from pnyx.core.sim.network import LinkQuality
 if TYPE_CHECKING:
     from pnyx.core.sim.cluster import NodeProcess, Simulation
 
+VOTE_CRASH_RATE = 0.4
+"""Probability of a crash right after a node granted a vote (rare events, crucial ones)."""
+ACK_CRASH_RATE = 0.005
+"""Probability of a crash right after a node acknowledged entries (frequent events)."""
+
 BASE_QUALITY = LinkQuality(drop_rate=0.01, duplicate_rate=0.01, slow_rate=0.02)
 """The network of the fault phase when no network fault is active."""
 
@@ -35,6 +40,7 @@ class Nemesis:
         self.actions: list[tuple[int, Callable[[], None]]] = [
             (4, self.partition_random),
             (3, self.isolate_leader),
+            (3, self.bridge),
             (2, self.one_way_leader),
             (4, self.crash),
             (2, self.crash_leader),
@@ -101,6 +107,20 @@ class Nemesis:
         self.sim.network.partition(groups)
         self.sim.stats.partitions += 1
         self.sim.trace(f"nemesis partition {groups}")
+        self._undo_later(self._heal)
+
+    def bridge(self) -> None:
+        members = self._members()
+        if len(members) < 3:
+            return
+        self.rng.shuffle(members)
+        bridge, rest = members[0], members[1:]
+        half = len(rest) // 2
+        self.sim.network.bridge(rest[:half], rest[half:])
+        self.sim.stats.partitions += 1
+        self.sim.trace(
+            f"nemesis bridge n{bridge} between {sorted(rest[:half])} and {sorted(rest[half:])}"
+        )
         self._undo_later(self._heal)
 
     def isolate_leader(self) -> None:
@@ -194,6 +214,18 @@ class Nemesis:
         delay = self.sim.ticks(self.rng.randint(0, 3))
         self.sim.later(delay, functools.partial(self.sim.restart, target))
 
+    def after_promise(self, process: NodeProcess, *, voted: bool) -> None:
+        """Called when a node has just granted a vote or acknowledged entries: the moment
+        when everything it promised must already be durable. Sometimes crash it right
+        there (and restart it soon), before anything else can happen."""
+        rate = VOTE_CRASH_RATE if voted else ACK_CRASH_RATE
+        if self.sim.now < self.until and self.rng.random() < rate:
+            self.sim.trace(f"nemesis crash n{process.id} right after a promise")
+            self.sim.crash(process)
+            # Often back at once, while the messages around the promise are in flight.
+            delay = self.rng.choice([0, self.rng.randint(0, self.sim.ticks(3))])
+            self.sim.later(delay, functools.partial(self.sim.restart, process))
+
     def power_outage(self) -> None:
         """Every member crashes at once and comes back after a short while, in a random
         order: all election timers restart together (split votes) while messages from
@@ -248,7 +280,11 @@ class Nemesis:
         if learners and (len(voters) < max_voters):
             change = ConfChange(ConfChangeType.ADD_NODE, self.rng.choice(learners))
         elif len(voters) > min_voters and (self.rng.random() < 0.5 or learners):
-            change = ConfChange(ConfChangeType.REMOVE_NODE, self.rng.choice(voters))
+            # The leader removing itself is the delicate case: make it a frequent one.
+            target = leader.id if self.rng.random() < 0.4 else self.rng.choice(voters)
+            change = ConfChange(ConfChangeType.REMOVE_NODE, target)
+            if target == leader.id:
+                self.sim.leaders_removing_themselves.add(target)
         elif not learners:
             process = self.sim.add_process()
             change = ConfChange(ConfChangeType.ADD_LEARNER, process.id)

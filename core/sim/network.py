@@ -83,6 +83,12 @@ class Network:
                         self.blocked.add((a, b))
                         self.blocked.add((b, a))
 
+    def bridge(self, left: Iterable[int], right: Iterable[int]) -> None:
+        """Cut every link between ``left`` and ``right``; a node in neither group keeps
+        talking to both (a non-transitive network: the bridge hears two sides that
+        cannot hear each other)."""
+        self.partition([left, right])
+
     def cut_one_way(self, sender: int, recipients: Iterable[int]) -> None:
         """``sender`` can still hear the others but nothing it says reaches them."""
         for recipient in recipients:

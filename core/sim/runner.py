@@ -57,8 +57,10 @@ class SimResult:
 def _describe_stats(stats: Stats) -> str:
     return (
         f"crashes={stats.crashes} pauses={stats.pauses} partitions={stats.partitions} "
-        f"conf_changes={stats.conf_changes} transfers={stats.transfers} "
-        f"snapshots={stats.snapshots}"
+        f"learners={stats.learners_added} promotions={stats.promotions} "
+        f"removals={stats.removals} (leader {stats.leader_removals}) "
+        f"transfers={stats.transfers} snapshots={stats.snapshots} "
+        f"installed={stats.snapshots_installed}"
     )
 
 
