@@ -224,7 +224,6 @@ class _ConfWaiter:
     request_id: int
     deadline: float
     request: MemberAddRequest | MemberRemoveRequest | MemberPromoteRequest
-    member: MemberRecord | None = None
 
 
 class Node:
@@ -299,7 +298,6 @@ class Node:
         self._stopping_since: float | None = None
         self._removed = False
         self._removal_notices: dict[int, float] = {}
-        self._exit_code = EXIT_OK
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -418,8 +416,8 @@ class Node:
             self._close(clean=False)
             return fatal.code
         self._close(clean=True)
-        self._log.info("node.stopped", term=raft.term, code=self._exit_code)
-        return self._exit_code
+        self._log.info("node.stopped", term=raft.term, removed=self._removed)
+        return EXIT_OK
 
     def _close(self, clean: bool) -> None:
         if self._snapshot_job is not None:
