@@ -3,7 +3,8 @@ DoubleBarrier, Queue), on a cluster of its own: the leader is SIGKILLed while co
 add, a config and a service watch follow, a barrier participant and a queue consumer
 wait. Afterwards nothing is lost or doubled: every add applied exactly once (distinct
 results, exact total), the config follows new multi-key writes, the registration and
-its sessions survived, the waiting participant and consumer are released."""
+its sessions survived, the waiting participant and consumer are released. Also a
+service watch whose resume revision was compacted while its node was down."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pnyx.clients.testing import LocalCluster, wait_for
 from pnyx.recipes.barrier import DoubleBarrier
 from pnyx.recipes.config import Config
 from pnyx.recipes.counter import Counter
-from pnyx.recipes.discovery import Discovery, Registration
+from pnyx.recipes.discovery import Discovery, InstanceChange, InstanceEvent, Registration
 from pnyx.recipes.queue import Queue, QueueItem
 from pnyx.recipes.session import Session
 
@@ -111,3 +112,64 @@ def test_recipes_survive_a_leader_failover(cluster: LocalCluster) -> None:
         for session in (registering, first_participant, second_participant, consuming):
             assert not session.lost.is_set(), session.lost.error
         counter.close()
+    cluster.restart(old_leader)  # the next test needs all three
+
+
+def test_service_watch_relists_after_compaction(cluster: LocalCluster) -> None:
+    """The service watch's only endpoint dies while instances come and go and history
+    is compacted; when its watch comes back at a compacted revision it re-reads the
+    service and reports the difference as events."""
+    for name in cluster.names:
+        if not cluster.nodes[name].running:
+            cluster.restart(name)
+    cluster.wait_ready()
+    leader = cluster.leader()
+    follower = next(name for name in cluster.running_names() if name != leader)
+    release = threading.Event()
+    blocked = threading.Event()
+
+    def hold_the_loop(event: InstanceEvent) -> None:
+        if event.instance.id == "blocker":
+            blocked.set()
+            release.wait(60)  # the watch cannot resume until we let it
+
+    with (
+        Client(cluster.endpoints) as kv,
+        Client([cluster.endpoint(follower)], timeout=3) as reader,
+        Session(kv) as session,
+        Discovery(reader) as discovery,
+        discovery.watch("cmp", on_event=hold_the_loop) as service,
+    ):
+        stays = Registration(session, "cmp", "stays", "h:1").register()
+        goes = Registration(session, "cmp", "goes", "h:2").register()
+        blocker = Registration(session, "cmp", "blocker", "h:0").register()
+        try:
+            assert blocked.wait(20)
+            cluster.kill(follower)
+            goes.deregister()
+            blocker.deregister()
+            stays.update(address="h:1b")
+            Registration(session, "cmp", "new", "h:3").register()
+            head = kv.get("cmp").revision
+            kv.compact(head)
+            cluster.restart(follower)
+            cluster.wait_caught_up(follower)
+        finally:
+            release.set()
+        expected = {
+            (InstanceChange.LEFT, "goes"),
+            (InstanceChange.LEFT, "blocker"),
+            (InstanceChange.UPDATED, "stays"),
+            (InstanceChange.JOINED, "new"),
+        }
+        events: list[InstanceEvent] = []
+        while not expected <= {(e.kind, e.instance.id) for e in events if e.revision >= head}:
+            event = service.get(timeout=30)
+            assert event is not None, events
+            events.append(event)
+        assert service.relists == 1
+        # The re-list reports exactly the difference, all at the revision it read.
+        assert len([e for e in events if e.revision >= head]) == len(expected)
+        assert service.get(timeout=0.1) is None
+        assert set(service.instances) == {"stays", "new"}
+        assert service.instances["stays"].address == "h:1b"
