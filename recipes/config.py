@@ -41,7 +41,10 @@ change; they run on the recipes' event loop thread and must not block.
 **History.** ``history(name)`` lists the versions of one key from the store's MVCC
 history (puts and deletions, oldest first, back to the compaction point);
 ``rollback(to_revision)`` reads the prefix at that past revision, validates it, and
-writes it back in ONE transaction (guarded against concurrent changes, retried).
+writes it back in ONE transaction (guarded against concurrent changes, retried; values
+are written without a lease; at most 128 keys changed, the transaction size limit).
+``history`` replays up to the last change of the key this view knows of; a key that has
+not existed since the view was opened has no history here.
 
 What happens on:
 
@@ -733,7 +736,7 @@ class Config:
             return []  # not in the store since this view started: nothing to replay to
         start = max(since, 1)
         versions: list[ConfigVersion] = []
-        while True:
+        while start <= last:
             try:
                 async with kv.watch(key, start_revision=start) as watch:
                     while True:
@@ -749,6 +752,7 @@ class Config:
                 if versions or exc.compact_revision <= start:
                     raise
                 start = exc.compact_revision  # history before it is gone: start there
+        return versions
 
     def _version(self, name: str, event: Event) -> ConfigVersion:
         revision = event.kv.mod_revision

@@ -263,6 +263,8 @@ def test_history_and_rollback(kv: Client) -> None:
         ]
         assert history[2].error is not None and history[3].deleted
         assert config.history("never-set", timeout=10) == []
+        assert [v.revision for v in config.history("limit", since=r4, timeout=10)] == [r4, r5]
+        assert config.history("limit", since=r5 + 100, timeout=10) == []
         with pytest.raises(InvalidRequestError):
             config.rollback(r3)  # limit=oops there: refused, nothing written
         back = config.rollback(r2, timeout=10)
