@@ -56,7 +56,7 @@ import structlog
 
 from pnyx.clients import AsyncClient, Client, GetResult, KeyValue, cmp, op
 from pnyx.core import errors
-from pnyx.recipes._base import deadline_after, lease_hex
+from pnyx.recipes._base import Signal, deadline_after, lease_hex
 from pnyx.recipes._source import Source, key_prefix, prefix_end, wait_for_change
 from pnyx.recipes.session import Session
 
@@ -81,7 +81,15 @@ class QueueItem:
     """When it was put (its key's create revision)."""
     claim_revision: int
     """When this consumer claimed it."""
+    session: Session
     done: bool = False
+
+    @property
+    def lost(self) -> Signal:
+        """Raised when the consumer's session ends (lost or closed): the claim is then
+        gone or going, and the item may be delivered to someone else - before the lease
+        can have expired, so long work can stop early. ``ack`` would raise."""
+        return self.session.ended
 
     def ack(self) -> None:
         """Remove the item for good. ``LockLostError`` if the claim was lost."""
@@ -333,6 +341,7 @@ class Queue:
             value=fetched.kvs[0].value,
             revision=entry.create_revision,
             claim_revision=result.revision,
+            session=session,
         )
 
     def _give_back(self, claim_key: bytes, token: bytes, session: Session) -> None:

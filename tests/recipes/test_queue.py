@@ -98,7 +98,9 @@ def test_claim_of_a_dead_consumer_is_delivered_again(kv: Client) -> None:
             item = doomed.get(timeout=5)
             with Queue(survivor_session, "q/dead") as survivor:
                 assert survivor.try_get() is None  # claimed: invisible
+                assert not item.lost.is_set()
                 kv.lease_revoke(doomed_session.lease_id)  # the consumer "dies"
+                assert item.lost.wait(20)  # told before anything else happens to it
                 redelivered = survivor.get(timeout=20)
                 assert redelivered.value == b"precious" and redelivered.id == item.id
                 with pytest.raises(LockLostError):
