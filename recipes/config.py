@@ -707,18 +707,18 @@ class Config:
         if not self._opened:
             raise errors.RecipeError("open the config first (`with Config(...)`)")
         deadline = deadline_after(timeout)
-        while self._state.seen_revision < revision:
-            progress = self._progress
-            assert progress is not None
-            try:
-                await asyncio.wait_for(
-                    progress.wait(), None if timeout is None else remaining(deadline)
-                )
-            except TimeoutError:
-                raise errors.TimeoutError(
-                    f"config {self.prefix!r} did not reach revision {revision} "
-                    f"(at {self._state.seen_revision})"
-                ) from None
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(None if timeout is None else remaining(deadline)):
+                while self._state.seen_revision < revision:
+                    progress = self._progress
+                    assert progress is not None
+                    await progress.wait()
+        except TimeoutError:
+            raise errors.TimeoutError(
+                f"config {self.prefix!r} did not reach revision {revision} "
+                f"(at {self._state.seen_revision})"
+            ) from None
         return self._state.current
 
     async def _history(self, name: str, since: int, timeout: float | None) -> list[ConfigVersion]:
