@@ -96,6 +96,17 @@ class Source:
         """The ``AsyncClient`` to use (call from the runtime's loop)."""
         return self.runtime.async_client
 
+    def running(self) -> bool:
+        """False once the runtime's loop has stopped (e.g. the session it came from
+        was closed first): its background tasks are gone with it, nothing to stop."""
+        if self.closed:
+            return False
+        try:
+            loop = self.runtime.loop
+        except errors.RecipeError:
+            return False  # a session that is not open (any more)
+        return loop is None or not loop.is_closed()
+
     def require_session(self, what: str) -> Session:
         """The session; ``RecipeError`` if this recipe was made from a bare client."""
         if self.session is None:

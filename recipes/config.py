@@ -526,7 +526,8 @@ class Config:
     def close(self) -> None:
         """Stop following (the view keeps its last values)."""
         try:
-            self._source.runtime.call(self._close())
+            if self._source.running():
+                self._source.runtime.call(self._close())
         finally:
             self._source.close()
 
@@ -568,7 +569,8 @@ class Config:
 
     async def close_async(self) -> None:
         try:
-            await self._source.runtime.call_async(self._close())
+            if self._source.running():
+                await self._source.runtime.call_async(self._close())
         finally:
             await self._source.close_async()
 

@@ -682,10 +682,13 @@ class ServiceWatch:
         return event
 
     def close(self) -> None:
-        self._source.runtime.call(self._close())
+        """Stop following."""
+        if self._source.running():
+            self._source.runtime.call(self._close())
 
     async def close_async(self) -> None:
-        await self._source.runtime.call_async(self._close())
+        if self._source.running():
+            await self._source.runtime.call_async(self._close())
 
     def __enter__(self) -> ServiceWatch:
         return self

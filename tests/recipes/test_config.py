@@ -37,6 +37,7 @@ from pnyx.recipes.config import (
     ConfigState,
     parse_bool,
 )
+from pnyx.recipes.session import Session
 
 pytestmark = pytest.mark.xdist_group("recipes_config")
 
@@ -322,3 +323,11 @@ def test_feature_flags_example_runs(cluster: LocalCluster) -> None:
     assert "applied new-checkout: False -> True, rollout-percent: 0 -> 25" in done.stdout
     assert done.stdout.count("REJECTED") == 2
     assert "rolled everything back" in done.stdout
+
+
+def test_closing_after_its_session_closed_is_quiet(cluster: LocalCluster) -> None:
+    with Client(cluster.endpoints) as client:
+        session = Session(client).open()
+        config = Config(session, "cfg7").open()
+        session.close()  # the last user of the client's runtime: its loop stops
+        config.close()  # nothing left to stop; must not raise
