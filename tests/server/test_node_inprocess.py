@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -122,8 +123,13 @@ def test_restart_recovers_from_snapshot_and_log(fs: MemoryFileSystem) -> None:
     running = RunningNode(fs, _config(snapshot_count=20))
     for i in range(45):
         running.put(b"s%02d" % i, b"x")
+    # Snapshots are encoded beside the loop (a forked child) and written by the WAL
+    # writer, so the file appears a little after the 20th entry: wait for it.
+    deadline = time.monotonic() + 30.0
+    while not any(name.startswith("snap-") for name in fs.list_dir("/data/solo")):
+        assert time.monotonic() < deadline, "no snapshot was written"
+        running.put(b"pad", b"x")
     assert running.stop() == EXIT_OK
-    assert any(name.startswith("snap-") for name in fs.list_dir("/data/solo"))
     restarted = RunningNode(fs, _config(snapshot_count=20))
     try:
         response = restarted.client.call(RangeRequest(b"s", b"t"), timeout=10.0)
@@ -131,6 +137,7 @@ def test_restart_recovers_from_snapshot_and_log(fs: MemoryFileSystem) -> None:
         members = restarted.client.call(MemberListRequest())
         assert isinstance(members, MemberListResponse)
         assert [m.name for m in members.members] == ["solo"]
-        assert restarted.put(b"s99", b"x").header.revision == 47
+        revision_before_stop = response.header.revision
+        assert restarted.put(b"s99", b"x").header.revision == revision_before_stop + 1
     finally:
         assert restarted.stop() == EXIT_OK
