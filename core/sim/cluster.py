@@ -206,7 +206,6 @@ class Simulation:
         self.network = Network(random.Random(f"{seed}/network"))
         self.client_network_rng = random.Random(f"{seed}/client-network")
         self.disk_rng = random.Random(f"{seed}/disk")
-        self.nemesis_rng = random.Random(f"{seed}/nemesis")
         self.config_rng = random.Random(f"{seed}/config")
         self.monitor = SafetyMonitor()
         self.history = HistoryRecorder()

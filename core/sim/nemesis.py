@@ -47,6 +47,7 @@ class Nemesis:
             (1, self.power_outage),
             (4, self.bounce),
             (2, self.pause),
+            (3, self.pause_leader),
             (3, self.degrade_network),
             (3, self.stall_links),
             (3, self.slow_disk),
@@ -245,6 +246,28 @@ class Nemesis:
         target = self.rng.choice(live)
         self.sim.pause(target)
         self._undo_later(lambda: self.sim.resume(target))
+
+    def pause_leader(self) -> None:
+        """The leader stops for a while (a long GC pause, SIGSTOP), often cut off as
+        well: the others elect a new leader and move on; when it resumes it still
+        believes it leads, with its clients' requests piled up, until it learns better."""
+        leader = self.sim.leader()
+        if leader is None:
+            return
+        pause = self._duration()
+        self.sim.pause(leader)
+        self.sim.later(pause, lambda: self.sim.resume(leader))
+        if self.rng.random() < 0.5:
+            self.sim.network.isolate(leader.id, self._members())
+            self.sim.stats.partitions += 1
+            self.sim.trace(f"nemesis isolate paused leader n{leader.id}")
+            extra = self.sim.ticks(self.rng.randint(5, 30))
+
+            def heal() -> None:
+                if self.sim.now < self.until:
+                    self._heal()
+
+            self.sim.later(pause + extra, heal)
 
     def compact(self) -> None:
         live = self._live()

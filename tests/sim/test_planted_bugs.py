@@ -60,14 +60,16 @@ def read_without_quorum_round(self: RaftNode, context: bytes, requester: int) ->
     self._answer_read(ReadRequest(context, requester), self._log.committed)
 
 
+# name: (RaftNode method replaced, the bug, seed budget). The budgets are several times
+# the number of seeds that the bug needs on average (measured over 100 seeds: every
+# budget leaves well under a 1-in-1000 chance of missing a bug whose rate is unchanged).
 BUGS: dict[str, tuple[str, Callable[..., object], int]] = {
-    # name: (RaftNode method replaced, the bug, seed budget)
     "grant_vote_twice": ("_grant_vote", grant_vote_twice, 20),
-    "count_pre_votes_as_votes": ("_poll_votes", count_pre_votes_as_votes, 80),
+    "count_pre_votes_as_votes": ("_poll_votes", count_pre_votes_as_votes, 20),
     "commit_by_counting_old_replicas": ("_maybe_commit", commit_by_counting_old_replicas, 60),
-    "forget_to_persist_vote": ("_hard_state", forget_to_persist_vote, 80),
-    "forget_to_persist_term": ("_hard_state", forget_to_persist_term, 20),
-    "read_without_quorum_round": ("_leader_read", read_without_quorum_round, 120),
+    "forget_to_persist_vote": ("_hard_state", forget_to_persist_vote, 60),
+    "forget_to_persist_term": ("_hard_state", forget_to_persist_term, 25),
+    "read_without_quorum_round": ("_leader_read", read_without_quorum_round, 100),
 }
 
 
@@ -96,7 +98,9 @@ def test_count_stale_term_votes_is_reported(monkeypatch: pytest.MonkeyPatch) -> 
         original(self, message)
 
     monkeypatch.setattr(RaftNode, "_on_stale_term", count_stale)
-    found = first_violation(seed_configs(150, start=0))
+    # The rarest of these bugs to surface (about 1 seed in 40: a late grant must reach a
+    # candidate of a later term), hence the larger budget.
+    found = first_violation(seed_configs(300, start=0))
     assert found is not None
 
 
@@ -109,12 +113,21 @@ def test_liveness_failure_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     assert found.violation.kind == "liveness"
 
 
-def test_cli_reports_a_violation_with_its_reproduction_and_fails(
+def test_cli_reports_a_violation_whose_reproduction_command_reproduces_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(RaftNode, "_grant_vote", grant_vote_twice)
-    outcome = CliRunner().invoke(main, ["--seeds", "1", "--start", "0", "--nodes", "3"])
+    outcome = CliRunner().invoke(main, ["--seeds", "20", "--start", "0"])
     assert outcome.exit_code == 1
     assert "VIOLATION" in outcome.output
-    assert "reproduce: python -m pnyx.core.sim --seeds 1 --start 0 --nodes 3" in outcome.output
-    assert "violations=1" in outcome.output
+    assert "violations=0" not in outcome.output
+    lines = outcome.output.splitlines()
+    first = next(i for i, line in enumerate(lines) if "VIOLATION" in line)
+    command = lines[first + 1].strip()
+    prefix = "reproduce: python -m pnyx.core.sim "
+    assert command.startswith(prefix + "--seeds 1 --start ")
+    again = CliRunner().invoke(main, command.removeprefix(prefix).split())
+    assert again.exit_code == 1
+    # The very same violation, at the very same moment.
+    assert again.output.splitlines()[0] == lines[first]
+    assert "seeds=1 " in again.output and "violations=1" in again.output

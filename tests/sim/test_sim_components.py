@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from pnyx.core import sim
 from pnyx.core.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from pnyx.core.sim.disk import MemoryDisk
 from pnyx.core.sim.network import LinkQuality, Network
@@ -151,3 +152,11 @@ def test_snapshot_restore_gives_the_same_state_and_the_same_bytes() -> None:
     assert copy.snapshot() == machine.snapshot()
     assert copy.registers == machine.registers and copy.sessions == machine.sessions
     assert machine.apply(200, b"") is None and machine.applied_index == 200
+
+
+def test_package_face_exports_exactly_its_public_names() -> None:
+    assert sorted(sim.__all__) == sim.__all__
+    public = {name for name in vars(sim) if not name.startswith("_")}
+    modules = {"checks", "cluster", "disk", "history", "linearizability", "nemesis"}
+    modules |= {"network", "runner", "statemachine", "workload"}
+    assert public - modules == set(sim.__all__)
