@@ -44,6 +44,7 @@ answer a write before it is applied.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import os
 import random
@@ -180,6 +181,9 @@ fraction of its size."""
 _SNAPSHOT_RETRY = 10.0
 _AUTO_COMPACTION_INTERVAL = 5.0
 _REMOVAL_NOTICE_INTERVAL = 1.0
+_HEAP_FREEZE_INTERVAL = 1.0
+"""How often the objects that survived the young collections are moved out of the cyclic
+garbage collector's reach (``gc.freeze``), see ``_freeze_heap``."""
 _CLIENT_MESSAGES_PER_ITERATION = 64
 """Client messages (each a batch of requests) taken per loop iteration: the rest wait
 for the next one, so a flood of requests cannot delay ticks and peer messages."""
@@ -293,6 +297,7 @@ class Node:
         self._next_sweep = self._now
         self._next_progress = self._now + config.progress_interval
         self._next_compaction = self._now + _AUTO_COMPACTION_INTERVAL
+        self._next_heap_freeze = self._now + _HEAP_FREEZE_INTERVAL
         self._publish_after = self._now
         self._stop_requested = False
         self._stopping_since: float | None = None
@@ -358,6 +363,10 @@ class Node:
             self._writer.close()
             self._context.destroy(linger=0)
             raise
+        # The recovered state is long-lived: one full collection now (start-up may
+        # pause), then it is never scanned again.
+        gc.collect()
+        gc.freeze()
         return self
 
     def _bind(self) -> None:
@@ -502,6 +511,9 @@ class Node:
         if now >= self._next_progress:
             self._next_progress = now + self.config.progress_interval
             self._kv.watches.progress_notify()
+        if now >= self._next_heap_freeze:
+            self._next_heap_freeze = now + _HEAP_FREEZE_INTERVAL
+            _freeze_heap()
 
     def _maybe_auto_compact(self, retention: int) -> None:
         """On the leader: compact the history to the last ``retention`` revisions (decided
@@ -1485,6 +1497,25 @@ class Node:
                 self._transfer_leadership()
                 return False
         return not (self._pending or self._reads_by_context or self._reads_waiting)
+
+
+def _freeze_heap() -> None:
+    """Collect the young generations, then exempt every object alive now from future
+    collections (``gc.freeze``).
+
+    Why: the state machine is millions of small long-lived objects (key versions, log
+    entries, exactly-once responses). CPython's full collection walks all of them, and
+    it runs whenever the heap has grown by a quarter: measured here, pauses of 0.1-0.5 s
+    once a node holds ~200k writes, and half of all apply time spent in the collector.
+    A pause that long on a leader delays heartbeats past the election timeout. Frozen
+    objects are still freed by reference counting as usual; only a reference *cycle*
+    that becomes garbage after being frozen is never reclaimed. The node creates
+    almost none (its data is acyclic), and the young collection just before the freeze
+    reclaims the cycles of short-lived objects (exceptions, frames), so the cost is a
+    bounded, negligible leak. Cheap: ``freeze`` moves list heads; ``collect(1)`` only
+    walks what was allocated since the last call."""
+    gc.collect(1)
+    gc.freeze()
 
 
 def _encode_replies(envelopes: list[Envelope]) -> bytes:
