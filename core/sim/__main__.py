@@ -7,10 +7,12 @@ how long the run took); the simulations themselves never do.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
 import click
+import structlog
 
 from pnyx.core.sim.runner import run_seed, seed_configs
 
@@ -27,6 +29,13 @@ from pnyx.core.sim.runner import run_seed, seed_configs
 @click.option("--ticks", default=600, show_default=True, help="Length of the fault phase.")
 @click.option("--faults/--no-faults", default=True, show_default=True)
 @click.option("--membership/--no-membership", default=True, show_default=True)
+@click.option(
+    "--disk",
+    type=click.Choice(["memory", "wal"]),
+    default="memory",
+    show_default=True,
+    help="memory: a model disk; wal: pnyx.core.storage over a crash-simulating memory fs.",
+)
 @click.option("-v", "--verbose", count=True, help="-v: one line per seed; -vv: full trace.")
 def main(
     *,
@@ -36,8 +45,15 @@ def main(
     ticks: int,
     faults: bool,
     membership: bool,
+    disk: str,
     verbose: int,
 ) -> None:
+    # The storage logs every torn tail it repairs: expected here, thousands of times.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.INFO if verbose >= 2 else logging.ERROR
+        )
+    )
     began = time.perf_counter()
     operations = violations = 0
     configs = seed_configs(
@@ -47,6 +63,7 @@ def main(
         ticks=ticks,
         faults=faults,
         membership=membership,
+        disk=disk,
     )
     for config in configs:
         result = run_seed(config, trace=click.echo if verbose >= 2 else None)

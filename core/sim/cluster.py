@@ -42,7 +42,7 @@ from pnyx.core.raft.types import (
     VoteResponse,
 )
 from pnyx.core.sim.checks import SafetyMonitor, Violation
-from pnyx.core.sim.disk import Disk, LogImage, MemoryDisk
+from pnyx.core.sim.disk import Disk, LogImage, MemoryDisk, WalDisk
 from pnyx.core.sim.history import OpKind, Value
 from pnyx.core.sim.nemesis import Nemesis
 from pnyx.core.sim.network import CALM, Network
@@ -62,6 +62,8 @@ class SimConfig:
     """Length of the fault phase, in Raft ticks."""
     faults: bool = True
     membership: bool = True
+    disk: str = "memory"
+    """"memory" (``MemoryDisk``) or "wal" (the real storage over a memory file system)."""
     tick_units: int = 10
     """Virtual time units per Raft tick; network and disk delays are in units."""
     election_tick: int = 10
@@ -93,6 +95,8 @@ class SimConfig:
             line += " --no-faults"
         if not self.membership:
             line += " --no-membership"
+        if self.disk != SimConfig.disk:
+            line += f" --disk {self.disk}"
         return line
 
 
@@ -195,10 +199,12 @@ class Simulation:
         config: SimConfig,
         *,
         trace: Callable[[str], None] | None = None,
-        disk_factory: Callable[[], Disk] = MemoryDisk,
+        disk_factory: Callable[[], Disk] | None = None,
         machine_factory: Callable[[], KVStateMachine] = SimKV,
     ):
         self.config = config
+        if disk_factory is None:
+            disk_factory = WalDisk if config.disk == "wal" else MemoryDisk
         self.disk_factory = disk_factory
         self.machine_factory = machine_factory
         self.trace_sink = trace

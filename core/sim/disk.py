@@ -4,8 +4,9 @@ what was written after, as a real page cache may have flushed some of it) and lo
 rest.
 
 ``Disk`` is the interface the simulation drives; it mirrors ``pnyx.core.storage.Storage``
-(save / sync / save_snapshot / recover) so that the real write-ahead log over an
-in-memory file system can be plugged in instead of ``MemoryDisk``. A disk must never
+(save / sync / save_snapshot / recover). Two implementations: ``MemoryDisk``, a plain
+model, and ``WalDisk``, the real write-ahead log and snapshot files of
+``pnyx.core.storage`` over its crash-simulating ``MemoryFileSystem``. A disk must never
 reorder what it was given, nor make durable anything that was not synced, except a prefix
 of the unsynced writes on a crash.
 """
@@ -19,6 +20,8 @@ from typing import Protocol
 import attrs
 
 from pnyx.core.raft.types import Entry, HardState, PersistedState, Snapshot
+from pnyx.core.storage.fs import MemoryFileSystem
+from pnyx.core.storage.storage import Storage
 
 
 class Disk(Protocol):
@@ -159,3 +162,42 @@ class MemoryDisk:
 
     def recover(self) -> PersistedState:
         return self.durable.persisted()
+
+
+WAL_SEGMENT_SIZE = 16 << 10
+"""Small segments, so that simulated runs rotate and release them often."""
+
+
+@attrs.define
+class WalDisk:
+    """``Disk`` over the real ``Storage`` (WAL segments, snapshot files, recovery) on a
+    ``MemoryFileSystem``: a crash is the file system's power loss (unsynced data lost,
+    torn tails, lost directory changes), and a restart reopens the directory."""
+
+    fs: MemoryFileSystem = attrs.field(factory=MemoryFileSystem)
+    path: str = "/data"
+    storage: Storage | None = None
+
+    def _open(self) -> Storage:
+        if self.storage is None:
+            self.storage = Storage.open(self.fs, self.path, segment_size=WAL_SEGMENT_SIZE)
+        return self.storage
+
+    def save(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> None:
+        self._open().save(hard_state, entries, snapshot)
+
+    def sync(self) -> None:
+        self._open().sync()
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._open().save_snapshot(snapshot)
+
+    def crash(self, rng: random.Random) -> None:
+        # Open handles die with the process; the next start recovers from the files.
+        self.storage = None
+        self.fs.crash(rng)
+
+    def recover(self) -> PersistedState:
+        return self._open().recover()

@@ -17,7 +17,7 @@ import attrs
 
 from pnyx.core.sim.checks import Violation
 from pnyx.core.sim.cluster import Phase, SimConfig, Simulation, Stats
-from pnyx.core.sim.disk import Disk, MemoryDisk
+from pnyx.core.sim.disk import Disk
 from pnyx.core.sim.linearizability import check_history
 from pnyx.core.sim.statemachine import KVStateMachine, SimKV
 
@@ -68,12 +68,11 @@ def run_seed(
     config: SimConfig,
     *,
     trace: Callable[[str], None] | None = None,
-    disk_factory: Callable[[], Disk] = MemoryDisk,
+    disk_factory: Callable[[], Disk] | None = None,
     machine_factory: Callable[[], KVStateMachine] = SimKV,
 ) -> SimResult:
-    """Run one seed. The factories let another disk (e.g. the real WAL over an in-memory
-    file system) or another state machine (e.g. ``pnyx.core.kv`` behind an adapter) take
-    the place of the simple ones."""
+    """Run one seed. The factories let another disk or another state machine (e.g.
+    ``pnyx.core.kv`` behind an adapter) take the place of the ones ``config`` names."""
     sim = Simulation(
         config, trace=trace, disk_factory=disk_factory, machine_factory=machine_factory
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
+import structlog
 from click.testing import CliRunner
 
 from pnyx.core.sim.__main__ import main
@@ -30,6 +31,19 @@ def test_seeds_keep_raft_safe_live_and_linearizable(chunk: int) -> None:
     assert not failures, "\n".join(failures)
     # The runs must do real work, or passing proves nothing.
     assert operations > SEEDS_PER_CHUNK * 100
+
+
+def test_seeds_with_the_real_write_ahead_log_as_disk() -> None:
+    """The same, with pnyx.core.storage over its crash-simulating file system: crashes
+    tear WAL tails that recovery must repair without losing anything acknowledged."""
+    failures = []
+    with structlog.testing.capture_logs() as logs:
+        for config in seed_configs(30, start=5000, ticks=TICKS, disk="wal"):
+            result = run_seed(config)
+            if not result.ok:
+                failures.append(result.report())
+    assert not failures, "\n".join(failures)
+    assert any(entry["event"] == "wal.torn_tail_truncated" for entry in logs)
 
 
 def test_a_seed_replays_identically() -> None:
