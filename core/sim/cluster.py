@@ -88,14 +88,15 @@ class SimConfig:
 
     def command(self) -> str:
         """The exact command line that reproduces this run."""
+        defaults = {field.name: field.default for field in attrs.fields(SimConfig)}
         line = f"python -m pnyx.core.sim --seeds 1 --start {self.seed} --nodes {self.nodes}"
-        if self.ticks != SimConfig.ticks:
+        if self.ticks != defaults["ticks"]:
             line += f" --ticks {self.ticks}"
         if not self.faults:
             line += " --no-faults"
         if not self.membership:
             line += " --no-membership"
-        if self.disk != SimConfig.disk:
+        if self.disk != defaults["disk"]:
             line += f" --disk {self.disk}"
         return line
 
