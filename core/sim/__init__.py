@@ -7,15 +7,17 @@ simulation runs the real ``RaftNode`` and the real codec; it never uses sockets,
 files, the wall clock or the global ``random`` module.
 
 Modules: ``cluster`` (the simulation and its event loop), ``nemesis`` (the fault
-schedule), ``network``, ``disk``, ``statemachine``, ``workload`` (clients), ``checks``
-(the safety monitor), ``history`` and ``linearizability`` (the checker), ``runner`` (one
-seed or many) and ``__main__`` (the command line).
+schedule), ``network``, ``disk`` (a model disk, or the real WAL), ``statemachine`` (a
+simple KV, or ``kvadapter``: the real ``pnyx.core.kv`` store), ``workload`` (clients),
+``checks`` (the safety monitor), ``history`` and ``linearizability`` (the checker),
+``runner`` (one seed or many) and ``__main__`` (the command line).
 """
 
 from pnyx.core.sim.checks import SafetyMonitor, Violation
 from pnyx.core.sim.cluster import SimConfig, Simulation
-from pnyx.core.sim.disk import Disk, MemoryDisk
+from pnyx.core.sim.disk import Disk, MemoryDisk, WalDisk
 from pnyx.core.sim.history import Operation, OpKind
+from pnyx.core.sim.kvadapter import RealKV
 from pnyx.core.sim.linearizability import CheckResult, Verdict, check_history
 from pnyx.core.sim.runner import SimResult, first_violation, run_seed, seed_configs
 from pnyx.core.sim.statemachine import KVStateMachine, SimKV, StateMachine
@@ -27,6 +29,7 @@ __all__ = [
     "MemoryDisk",
     "OpKind",
     "Operation",
+    "RealKV",
     "SafetyMonitor",
     "SimConfig",
     "SimKV",
@@ -35,6 +38,7 @@ __all__ = [
     "StateMachine",
     "Verdict",
     "Violation",
+    "WalDisk",
     "check_history",
     "first_violation",
     "run_seed",

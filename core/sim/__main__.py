@@ -36,6 +36,13 @@ from pnyx.core.sim.runner import run_seed, seed_configs
     show_default=True,
     help="memory: a model disk; wal: pnyx.core.storage over a crash-simulating memory fs.",
 )
+@click.option(
+    "--machine",
+    type=click.Choice(["simple", "kv"]),
+    default="simple",
+    show_default=True,
+    help="simple: a dict of registers; kv: the real pnyx.core.kv store.",
+)
 @click.option("-v", "--verbose", count=True, help="-v: one line per seed; -vv: full trace.")
 def main(
     *,
@@ -46,6 +53,7 @@ def main(
     faults: bool,
     membership: bool,
     disk: str,
+    machine: str,
     verbose: int,
 ) -> None:
     # The storage logs every torn tail it repairs: expected here, thousands of times.
@@ -64,6 +72,7 @@ def main(
         faults=faults,
         membership=membership,
         disk=disk,
+        machine=machine,
     )
     for config in configs:
         result = run_seed(config, trace=click.echo if verbose >= 2 else None)

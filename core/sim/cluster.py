@@ -44,6 +44,7 @@ from pnyx.core.raft.types import (
 from pnyx.core.sim.checks import SafetyMonitor, Violation
 from pnyx.core.sim.disk import Disk, LogImage, MemoryDisk, WalDisk
 from pnyx.core.sim.history import OpKind, Value
+from pnyx.core.sim.kvadapter import RealKV
 from pnyx.core.sim.nemesis import Nemesis
 from pnyx.core.sim.network import CALM, Network
 from pnyx.core.sim.statemachine import Applied, Command, KVStateMachine, SimKV
@@ -64,6 +65,8 @@ class SimConfig:
     membership: bool = True
     disk: str = "memory"
     """"memory" (``MemoryDisk``) or "wal" (the real storage over a memory file system)."""
+    machine: str = "simple"
+    """"simple" (``SimKV``) or "kv" (the real ``pnyx.core.kv`` store, via ``RealKV``)."""
     tick_units: int = 10
     """Virtual time units per Raft tick; network and disk delays are in units."""
     election_tick: int = 10
@@ -98,6 +101,8 @@ class SimConfig:
             line += " --no-membership"
         if self.disk != defaults["disk"]:
             line += f" --disk {self.disk}"
+        if self.machine != defaults["machine"]:
+            line += f" --machine {self.machine}"
         return line
 
 
@@ -201,12 +206,14 @@ class Simulation:
         *,
         trace: Callable[[str], None] | None = None,
         disk_factory: Callable[[], Disk] | None = None,
-        machine_factory: Callable[[], KVStateMachine] = SimKV,
+        machine_factory: Callable[[], KVStateMachine] | None = None,
     ):
         self.config = config
         if disk_factory is None:
             disk_factory = WalDisk if config.disk == "wal" else MemoryDisk
         self.disk_factory = disk_factory
+        if machine_factory is None:
+            machine_factory = RealKV if config.machine == "kv" else SimKV
         self.machine_factory = machine_factory
         self.trace_sink = trace
         seed = config.seed
@@ -703,7 +710,7 @@ class Simulation:
                     request.expected,
                 )
                 process.write_waiters[(request.session, request.seq)] = request
-                raft.propose(command.encode())
+                raft.propose(process.machine.encode(command))
         except ProposalDroppedError as error:
             process.read_waiters.pop(
                 f"{request.session}:{request.op_id}:{request.attempt}".encode(), None

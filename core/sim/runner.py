@@ -19,7 +19,7 @@ from pnyx.core.sim.checks import Violation
 from pnyx.core.sim.cluster import Phase, SimConfig, Simulation, Stats
 from pnyx.core.sim.disk import Disk
 from pnyx.core.sim.linearizability import check_history
-from pnyx.core.sim.statemachine import KVStateMachine, SimKV
+from pnyx.core.sim.statemachine import KVStateMachine
 
 
 @attrs.frozen
@@ -69,10 +69,10 @@ def run_seed(
     *,
     trace: Callable[[str], None] | None = None,
     disk_factory: Callable[[], Disk] | None = None,
-    machine_factory: Callable[[], KVStateMachine] = SimKV,
+    machine_factory: Callable[[], KVStateMachine] | None = None,
 ) -> SimResult:
-    """Run one seed. The factories let another disk or another state machine (e.g.
-    ``pnyx.core.kv`` behind an adapter) take the place of the ones ``config`` names."""
+    """Run one seed. The factories, when given, replace the disk and the state machine
+    that ``config`` names (``config.disk``, ``config.machine``)."""
     sim = Simulation(
         config, trace=trace, disk_factory=disk_factory, machine_factory=machine_factory
     )

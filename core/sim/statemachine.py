@@ -4,7 +4,8 @@ so that the real ``pnyx.core.kv`` store can be plugged in later.
 ``SimKV`` is a dict of registers with write and compare-and-set commands carried in Raft
 entries, and client sessions (client id + sequence number) so that a retried command is
 applied once and its duplicates get the first result. Reads do not go through the log:
-they are served from ``read`` after a ReadIndex round.
+they are served from ``read`` after a ReadIndex round. ``pnyx.core.sim.kvadapter`` puts
+the real ``pnyx.core.kv`` store behind the same interface.
 
 A state machine must be deterministic: the same entries in the same order give the same
 results and the same snapshot bytes, on every node. It must never look at time, randomness
@@ -31,6 +32,11 @@ class StateMachine(Protocol):
 
 
 class KVStateMachine(StateMachine, Protocol):
+    """What the simulation's clients need: commands encoded for the log, outcomes as
+    ``Applied`` from ``apply``, and local reads (served once a ReadIndex is applied)."""
+
+    def encode(self, command: Command) -> bytes: ...
+
     def read(self, key: str) -> Value: ...
 
 
@@ -76,6 +82,9 @@ class SimKV:
     """client id -> (last applied seq, its outcome). Clients issue one command at a time,
     so the last one is all a session needs to remember."""
     applied_index: int = 0
+
+    def encode(self, command: Command) -> bytes:
+        return command.encode()
 
     def apply(self, index: int, data: bytes) -> Applied | None:
         self.applied_index = index

@@ -158,5 +158,5 @@ def test_package_face_exports_exactly_its_public_names() -> None:
     assert sorted(sim.__all__) == sim.__all__
     public = {name for name in vars(sim) if not name.startswith("_")}
     modules = {"checks", "cluster", "disk", "history", "linearizability", "nemesis"}
-    modules |= {"network", "runner", "statemachine", "workload"}
+    modules |= {"kvadapter", "network", "runner", "statemachine", "workload"}
     assert public - modules == set(sim.__all__)

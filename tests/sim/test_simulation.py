@@ -33,12 +33,17 @@ def test_seeds_keep_raft_safe_live_and_linearizable(chunk: int) -> None:
     assert operations > SEEDS_PER_CHUNK * 100
 
 
-def test_seeds_with_the_real_write_ahead_log_as_disk() -> None:
-    """The same, with pnyx.core.storage over its crash-simulating file system: crashes
-    tear WAL tails that recovery must repair without losing anything acknowledged."""
+def test_seeds_with_the_real_write_ahead_log_and_the_real_kv_store() -> None:
+    """The same with pnyx.core.storage over its crash-simulating file system (crashes
+    tear WAL tails that recovery must repair without losing anything acknowledged) and,
+    for half the seeds, pnyx.core.kv as the state machine."""
     failures = []
+    configs = [
+        *seed_configs(15, start=5000, ticks=TICKS, disk="wal"),
+        *seed_configs(15, start=5100, ticks=TICKS, disk="wal", machine="kv"),
+    ]
     with structlog.testing.capture_logs() as logs:
-        for config in seed_configs(30, start=5000, ticks=TICKS, disk="wal"):
+        for config in configs:
             result = run_seed(config)
             if not result.ok:
                 failures.append(result.report())
@@ -79,4 +84,8 @@ def test_reproduction_command_names_every_non_default_setting() -> None:
     config = SimConfig(seed=77, nodes=5, ticks=123, membership=False)
     assert config.command() == (
         "python -m pnyx.core.sim --seeds 1 --start 77 --nodes 5 --ticks 123 --no-membership"
+    )
+    config = SimConfig(seed=8, disk="wal", machine="kv", faults=False)
+    assert config.command() == (
+        "python -m pnyx.core.sim --seeds 1 --start 8 --nodes 3 --no-faults --disk wal --machine kv"
     )
