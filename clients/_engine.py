@@ -42,11 +42,11 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-import structlog
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from pnyx.clients._core import EndpointSelector, StreamError, StreamItem, WatchState
+from pnyx.clients._log import library_logger
 from pnyx.core import errors
 from pnyx.core.wire import (
     DecodeError,
@@ -63,7 +63,7 @@ from pnyx.core.wire import (
     encode_batch,
 )
 
-_log = structlog.get_logger("pnyx.clients")
+_log = library_logger("pnyx.clients")
 
 RESPONSE_LIMITS = Limits(max_message_bytes=1 << 30, max_batch=1 << 20)
 """Replies are decoded with generous bounds: a node that answers is trusted not to be

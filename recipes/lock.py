@@ -63,7 +63,6 @@ from types import TracebackType
 from typing import Any, ClassVar, Self, TypeAlias
 
 import attrs
-import structlog
 
 from pnyx.clients import (
     AsyncClient,
@@ -76,12 +75,12 @@ from pnyx.clients import (
     op,
 )
 from pnyx.core import errors
-from pnyx.recipes._base import Signal, deadline_after, lease_hex, wait_first
+from pnyx.recipes._base import Signal, deadline_after, lease_hex, library_logger, wait_first
 from pnyx.recipes.session import Session
 
 __all__ = ["Contender", "HeldFaces", "Lock", "Queued", "inspect_line"]
 
-_log = structlog.get_logger("pnyx.recipes")
+_log = library_logger("pnyx.recipes")
 
 Op: TypeAlias = Any
 """An operation built with ``kv.op`` (``op.put``, ``op.get``, ``op.delete``, ``op.txn``)."""

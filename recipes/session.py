@@ -45,15 +45,13 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-import structlog
-
 from pnyx.clients import AsyncClient, Client
 from pnyx.core import errors
-from pnyx.recipes._base import Runtime, Signal
+from pnyx.recipes._base import Runtime, Signal, library_logger
 
 __all__ = ["Session", "default_margin"]
 
-_log = structlog.get_logger("pnyx.recipes.session")
+_log = library_logger("pnyx.recipes.session")
 
 MIN_RETRY_PAUSE = 0.05
 
