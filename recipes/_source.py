@@ -21,11 +21,9 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import structlog
-
 from pnyx.clients import AsyncClient, AsyncWatch, Client, EventType, WatchBatch
 from pnyx.core import errors
-from pnyx.recipes._base import Runtime, Signal, remaining
+from pnyx.recipes._base import Runtime, Signal, library_logger, remaining
 from pnyx.recipes.session import Session
 
 __all__ = [
@@ -37,7 +35,7 @@ __all__ = [
     "wait_for_change",
 ]
 
-_log = structlog.get_logger("pnyx.recipes")
+_log = library_logger("pnyx.recipes")
 
 RETRY_PAUSE = 0.1
 """Pause before looking again after a watch failed (compacted start, a give-up)."""

@@ -56,17 +56,15 @@ import contextlib
 from collections.abc import Callable
 from types import TracebackType
 
-import structlog
-
 from pnyx.clients import AsyncClient, Client, EventType, GetResult, KeyValue, cmp, op
 from pnyx.core import errors
-from pnyx.recipes._base import Signal, deadline_after, lease_hex, remaining
+from pnyx.recipes._base import Signal, deadline_after, lease_hex, library_logger, remaining
 from pnyx.recipes._source import Source, key_prefix, prefix_end, wait_for_change
 from pnyx.recipes.session import Session
 
 __all__ = ["Barrier", "DoubleBarrier"]
 
-_log = structlog.get_logger("pnyx.recipes.barrier")
+_log = library_logger("pnyx.recipes.barrier")
 
 _PUT = (EventType.PUT,)
 _DELETE = (EventType.DELETE,)

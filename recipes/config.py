@@ -75,7 +75,6 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TypeAlias
 
 import attrs
-import structlog
 
 from pnyx.clients import (
     AsyncClient,
@@ -90,7 +89,7 @@ from pnyx.clients import (
     op,
 )
 from pnyx.core import errors
-from pnyx.recipes._base import deadline_after, remaining, run_callback
+from pnyx.recipes._base import deadline_after, library_logger, remaining, run_callback
 from pnyx.recipes._source import RETRY_PAUSE, Source, key_prefix, prefix_end, stop_watch_task
 from pnyx.recipes.session import Session
 
@@ -105,7 +104,7 @@ __all__ = [
     "parser_for",
 ]
 
-_log = structlog.get_logger("pnyx.recipes.config")
+_log = library_logger("pnyx.recipes.config")
 
 Parser: TypeAlias = Callable[[bytes], Any]
 """Raw value -> typed value; raises (any ``Exception``) for an invalid value."""

@@ -59,7 +59,6 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Literal, TypeAlias
 
 import attrs
-import structlog
 
 from pnyx.clients import (
     AsyncClient,
@@ -74,7 +73,7 @@ from pnyx.clients import (
     op,
 )
 from pnyx.core import errors
-from pnyx.recipes._base import Signal, deadline_after, remaining, run_callback
+from pnyx.recipes._base import Signal, deadline_after, library_logger, remaining, run_callback
 from pnyx.recipes._source import RETRY_PAUSE, Source, key_prefix, prefix_end, stop_watch_task
 from pnyx.recipes.session import Session
 
@@ -87,7 +86,7 @@ __all__ = [
     "ServiceWatch",
 ]
 
-_log = structlog.get_logger("pnyx.recipes.discovery")
+_log = library_logger("pnyx.recipes.discovery")
 
 DEFAULT_PREFIX = "services/"
 MAX_PENDING_EVENTS = 10_000

@@ -52,17 +52,16 @@ from collections.abc import Iterable
 from types import TracebackType
 
 import attrs
-import structlog
 
 from pnyx.clients import AsyncClient, Client, GetResult, KeyValue, cmp, op
 from pnyx.core import errors
-from pnyx.recipes._base import Signal, deadline_after, lease_hex
+from pnyx.recipes._base import Signal, deadline_after, lease_hex, library_logger
 from pnyx.recipes._source import Source, key_prefix, prefix_end, wait_for_change
 from pnyx.recipes.session import Session
 
 __all__ = ["Queue", "QueueItem"]
 
-_log = structlog.get_logger("pnyx.recipes.queue")
+_log = library_logger("pnyx.recipes.queue")
 
 PAGE = 16
 """Unclaimed items looked at per ``get`` (claims lost to other consumers meanwhile
