@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeAlias
 
 import attrs
-from sortedcontainers import SortedDict  # type: ignore[import-untyped]  # ships no type information
+from sortedcontainers import SortedList  # type: ignore[import-untyped]  # ships no type information
 
 from pnyx.core.errors import (
     CompactedError,
@@ -119,26 +119,36 @@ class _Plan:
     nested: tuple[_Plan | None, ...]
 
 
-@attrs.define
 class _WriteTxn:
     """One write transaction: at most one new revision. Writes go straight into the key
     histories at ``revision`` (invisible to reads at older revisions), so later ops of the
-    same transaction see them; ``rollback`` removes them again."""
+    same transaction see them; ``rollback`` removes them again.
 
-    store: MVCCStore
-    revision: int
-    events: list[Event] = attrs.Factory(list)
-    touched: list[bytes] = attrs.Factory(list)
+    A plain slotted class, not attrs: one is made per write, and it is never compared,
+    printed or stored."""
+
+    __slots__ = ("created", "kvs", "prevs", "revision", "store")
+
+    def __init__(self, store: MVCCStore, revision: int) -> None:
+        self.store = store
+        self.revision = revision
+        # The versions written, in order (the revision's events), and what each replaced.
+        self.kvs: list[KeyValue] = []
+        self.prevs: list[KeyValue | None] = []
+        self.created: list[bytes] = []
+        """Keys this transaction added to the index (a rollback removes them)."""
 
     def put(self, key: bytes, value: bytes, lease: int) -> KeyValue | None:
         """Write a new version of ``key``; returns the version it replaced (if live)."""
         revision = self.revision
-        index = self.store._index
-        history = index.get(key)
+        store = self.store
+        history = store._index.get(key)
         if history is None:
             prev = None
             kv = KeyValue(key, revision, revision, 1, value, lease)
-            index[key] = _History([revision], [len(self.events)], [kv])
+            store._index[key] = _History([revision], [len(self.kvs)], [kv])
+            store._new_keys[key] = None
+            self.created.append(key)
         else:
             prev = history.latest()
             if prev is None:
@@ -146,47 +156,43 @@ class _WriteTxn:
             else:
                 kv = KeyValue(key, prev.create_revision, revision, prev.version + 1, value, lease)
             history.revisions.append(revision)
-            history.subs.append(len(self.events))
+            history.subs.append(len(self.kvs))
             history.kvs.append(kv)
-        self.touched.append(key)
-        self.events.append(Event(_PUT, kv, prev))
+        self.kvs.append(kv)
+        self.prevs.append(prev)
         return prev
 
     def delete(self, key: bytes, history: _History, prev: KeyValue) -> None:
         """Write a tombstone for ``key``, whose live version is ``prev``."""
         revision = self.revision
         history.revisions.append(revision)
-        history.subs.append(len(self.events))
+        history.subs.append(len(self.kvs))
         tombstone = KeyValue(key, 0, revision, 0, b"", 0)
         history.kvs.append(tombstone)
-        self.touched.append(key)
-        self.events.append(Event(_DELETE, tombstone, prev))
+        self.kvs.append(tombstone)
+        self.prevs.append(prev)
 
     def rollback(self) -> None:
         index = self.store._index
-        for key in reversed(self.touched):
-            history = index[key]
+        for kv in reversed(self.kvs):
+            history = index[kv.key]
             history.revisions.pop()
             history.subs.pop()
             history.kvs.pop()
-            if not history.revisions:
-                del index[key]
-        self.touched.clear()
-        self.events.clear()
+        for key in self.created:
+            del index[key]
+            self.store._forget_key(key)
+        self.kvs.clear()
+        self.prevs.clear()
+        self.created.clear()
 
     def commit(self) -> int:
         """Make the writes the new revision (if there were any); returns the store's
         revision afterwards."""
         store = self.store
-        if not self.events:
+        if not self.kvs:
             return store._revision
-        events = tuple(self.events)
-        store._revision = self.revision
-        store._events[self.revision] = events
-        store._index_leases(events)
-        if store.on_commit is not None:
-            store.on_commit(self.revision, events)
-        return self.revision
+        return store._commit(self.revision, tuple(self.kvs), self.prevs)
 
 
 @attrs.define
@@ -197,16 +203,29 @@ class MVCCStore:
     headers carry only the revision (the server fills term and member).
 
     ``lease_exists`` tells whether a lease id may be attached by a put; ``on_commit`` is
-    called with ``(revision, events)`` after every new revision (the watch hub's feed).
+    called with ``(revision, kvs)`` after every new revision (the watch hub's feed):
+    ``kvs`` are the versions that revision wrote, in event order (a DELETE's is the
+    tombstone); ``events(revision)`` gives the full events.
+
+    Costs on the write path are kept to what every write needs, because every member
+    applies every write: the key index is a dict (a new key joins the sorted key list
+    only when a range read or a dump needs it), and watch ``Event`` objects are built
+    only when something reads them (a watcher, a catch-up), from the key's history.
     """
 
     lease_exists: Callable[[int], bool] = attrs.field(default=lambda _lease: True)
-    on_commit: Callable[[int, tuple[Event, ...]], None] | None = None
-    _index: SortedDict[bytes, _History] = attrs.field(init=False, factory=SortedDict)
+    on_commit: Callable[[int, tuple[KeyValue, ...]], None] | None = None
+    _index: dict[bytes, _History] = attrs.field(init=False, factory=dict)
+    _keys: SortedList = attrs.field(init=False, factory=SortedList)
+    """The keys of ``_index`` in order, except those still in ``_new_keys``."""
+    _new_keys: dict[bytes, None] = attrs.field(init=False, factory=dict)
+    """Keys added to ``_index`` since ``_keys`` was last brought up to date (ordered
+    set)."""
     _revision: int = attrs.field(init=False, default=FIRST_REVISION)
     _compact_revision: int = attrs.field(init=False, default=0)
-    # revision -> its events in order; every revision after FIRST_REVISION has some.
-    _events: dict[int, tuple[Event, ...]] = attrs.field(init=False, factory=dict)
+    # revision -> the versions it wrote, in event order; every revision after
+    # FIRST_REVISION has some. The same objects as in the key histories.
+    _events: dict[int, tuple[KeyValue, ...]] = attrs.field(init=False, factory=dict)
     # lease id -> keys whose live version carries it (derived from the index).
     _lease_keys: dict[int, set[bytes]] = attrs.field(init=False, factory=dict)
     _header: ResponseHeader = attrs.field(init=False, factory=ResponseHeader)
@@ -246,6 +265,14 @@ class MVCCStore:
         """The events of one retained revision (empty for a revision without writes).
         Raises CompactedError / FutureRevisionError outside the retained range."""
         self._check_event_revision(revision)
+        kvs = self._events.get(revision)
+        if kvs is None:
+            return ()
+        return tuple([self._event_of(kv) for kv in kvs])
+
+    def written(self, revision: int) -> tuple[KeyValue, ...]:
+        """The versions one retained revision wrote, in event order (a DELETE's is its
+        tombstone): ``events`` without building them. Empty for an unknown revision."""
         return self._events.get(revision, ())
 
     def events_between(
@@ -255,10 +282,11 @@ class MVCCStore:
         that has events, in order. The caller checks the start against the compaction."""
         self._check_event_revision(start_revision)
         events = self._events
+        event_of = self._event_of
         for revision in range(max(start_revision, FIRST_REVISION + 1), end_revision + 1):
-            batch = events.get(revision)
-            if batch is not None:
-                yield revision, batch
+            kvs = events.get(revision)
+            if kvs is not None:
+                yield revision, tuple([event_of(kv) for kv in kvs])
 
     def key_events_between(
         self, key: bytes, start_revision: int, end_revision: int
@@ -301,14 +329,32 @@ class MVCCStore:
     # ------------------------------------------------------------------ writes
 
     def put(self, request: PutRequest) -> PutResponse:
-        txn = _WriteTxn(self, self._revision + 1)
-        try:
-            prev = self._put(txn, request)
-        except BaseException:
-            txn.rollback()
-            raise
-        txn.commit()
+        prev = self.put_only(request)
         return PutResponse(self.header(), prev if request.prev_kv else None)
+
+    def put_only(self, request: PutRequest) -> KeyValue | None:
+        """``put`` without building its response: the new revision is ``revision``;
+        returns the version the put replaced (if live). The hot path of every member."""
+        value, lease = self._put_arguments(request)  # raises before anything is written
+        key = request.key
+        revision = self._revision + 1
+        history = self._index.get(key)
+        if history is None:
+            prev = None
+            kv = KeyValue(key, revision, revision, 1, value, lease)
+            self._index[key] = _History([revision], [0], [kv])
+            self._new_keys[key] = None
+        else:
+            prev = history.latest()
+            if prev is None:
+                kv = KeyValue(key, revision, revision, 1, value, lease)
+            else:
+                kv = KeyValue(key, prev.create_revision, revision, prev.version + 1, value, lease)
+            history.revisions.append(revision)
+            history.subs.append(0)
+            history.kvs.append(kv)
+        self._commit(revision, (kv,), (prev,))
+        return prev
 
     def delete_range(self, request: DeleteRangeRequest) -> DeleteRangeResponse:
         txn = _WriteTxn(self, self._revision + 1)
@@ -367,6 +413,7 @@ class MVCCStore:
                     emptied.append(key)
         for key in emptied:
             del index[key]
+            self._forget_key(key)
         events = self._events
         for old in range(max(self._compact_revision, FIRST_REVISION), revision):
             events.pop(old, None)
@@ -377,7 +424,9 @@ class MVCCStore:
     def dump(self) -> list[Any]:
         """Everything needed to rebuild an identical store, as msgpack-ready lists."""
         keys: list[Any] = []
-        for key, history in self._index.items():
+        index = self._index
+        for key in self._sorted_keys():
+            history = index[key]
             versions = [
                 [revision, sub, kv.create_revision, kv.version, kv.value, kv.lease]
                 for revision, sub, kv in zip(
@@ -392,14 +441,14 @@ class MVCCStore:
         cls,
         dumped: Sequence[Any],
         lease_exists: Callable[[int], bool] = lambda _lease: True,
-        on_commit: Callable[[int, tuple[Event, ...]], None] | None = None,
+        on_commit: Callable[[int, tuple[KeyValue, ...]], None] | None = None,
     ) -> MVCCStore:
         """The store ``dump`` described; the event log and lease index are rebuilt."""
         revision, compact_revision, keys = dumped
         store = cls(lease_exists=lease_exists, on_commit=on_commit)
         store._revision = revision
         store._compact_revision = compact_revision
-        by_revision: dict[int, list[tuple[int, Event]]] = {}
+        by_revision: dict[int, list[tuple[int, KeyValue]]] = {}
         index = store._index
         for key, versions in keys:
             revisions: list[int] = []
@@ -412,14 +461,16 @@ class MVCCStore:
                 subs.append(sub)
                 kvs.append(kv)
                 if main >= compact_revision:
-                    event = Event(_PUT if version else _DELETE, kv, prev)
-                    by_revision.setdefault(main, []).append((sub, event))
+                    by_revision.setdefault(main, []).append((sub, kv))
                 prev = kv if version else None
             index[key] = _History(revisions, subs, kvs)
             if prev is not None and prev.lease:
                 store._lease_keys.setdefault(prev.lease, set()).add(key)
+        store._keys = SortedList(index)
         for main in sorted(by_revision):
-            store._events[main] = tuple(event for _sub, event in sorted(by_revision[main]))
+            written = by_revision[main]
+            written.sort(key=_first)
+            store._events[main] = tuple([kv for _sub, kv in written])
         return store
 
     # ------------------------------------------------------------------ internals
@@ -452,19 +503,65 @@ class MVCCStore:
                 return []
             kv = history.at(revision)
             return [] if kv is None else [kv]
-        start = index.bisect_left(key)
+        keys = self._sorted_keys()
+        start = keys.bisect_left(key)
         if range_end == OPEN_END:
-            stop = len(index)
+            stop = len(keys)
         elif range_end <= key:
             return []
         else:
-            stop = index.bisect_left(range_end)
+            stop = keys.bisect_left(range_end)
         out: list[KeyValue] = []
-        for history in index.values()[start:stop]:
-            kv = history.at(revision)
+        for one_key in keys.islice(start, stop):
+            kv = index[one_key].at(revision)
             if kv is not None:
                 out.append(kv)
         return out
+
+    def _sorted_keys(self) -> SortedList:
+        """Every key of the index, in order (merging the keys added since last time)."""
+        new_keys = self._new_keys
+        if new_keys:
+            self._keys.update(new_keys)
+            new_keys.clear()
+        return self._keys
+
+    def _forget_key(self, key: bytes) -> None:
+        """``key`` left the index: drop it from the key order too."""
+        if key in self._new_keys:
+            del self._new_keys[key]
+        else:
+            self._keys.remove(key)
+
+    def _commit(
+        self,
+        revision: int,
+        kvs: tuple[KeyValue, ...],
+        prevs: Sequence[KeyValue | None],
+    ) -> int:
+        """Make the versions ``kvs`` (already in their histories; ``prevs`` are the live
+        versions they replaced) the new revision ``revision``."""
+        self._revision = revision
+        self._events[revision] = kvs
+        for kv, prev in zip(kvs, prevs, strict=True):
+            if kv.lease or (prev is not None and prev.lease):
+                self._index_lease(kv, prev)
+        if self.on_commit is not None:
+            self.on_commit(revision, kvs)
+        return revision
+
+    def _event_of(self, kv: KeyValue) -> Event:
+        """The watch event that wrote ``kv`` (a retained version), with the live version
+        it replaced as ``prev_kv``."""
+        history = self._index[kv.key]
+        kvs = history.kvs
+        position = bisect_left(history.revisions, kv.mod_revision)
+        while kvs[position] is not kv:
+            position += 1
+        prev = kvs[position - 1] if position > 0 else None
+        if prev is not None and not prev.version:
+            prev = None
+        return Event(_PUT if kv.version else _DELETE, kv, prev)
 
     def _range(self, request: RangeRequest, view: int, newest: int) -> _Partial:
         """``(kvs, more, count)`` of a range read."""
@@ -491,6 +588,12 @@ class MVCCStore:
         return (tuple(kvs), more, count)
 
     def _put(self, txn: _WriteTxn, request: PutRequest) -> KeyValue | None:
+        value, lease = self._put_arguments(request)
+        return txn.put(request.key, value, lease)
+
+    def _put_arguments(self, request: PutRequest) -> tuple[bytes, int]:
+        """The value and lease a put writes; raises (before anything is written) if the
+        put is refused."""
         value = request.value
         lease = request.lease
         if request.ignore_value or request.ignore_lease:
@@ -508,7 +611,7 @@ class MVCCStore:
                 lease = current.lease
         if lease and not request.ignore_lease and not self.lease_exists(lease):
             raise LeaseNotFoundError(f"lease {lease} not found")
-        return txn.put(request.key, value, lease)
+        return value, lease
 
     def _delete_range(self, txn: _WriteTxn, key: bytes, range_end: bytes) -> list[KeyValue]:
         deleted = self._live(key, range_end, txn.revision)
@@ -605,19 +708,20 @@ class MVCCStore:
             ),
         )
 
-    def _index_leases(self, events: tuple[Event, ...]) -> None:
+    def _index_lease(self, kv: KeyValue, prev: KeyValue | None) -> None:
         lease_keys = self._lease_keys
-        for event in events:
-            prev = event.prev_kv
-            if prev is not None and prev.lease:
-                keys = lease_keys.get(prev.lease)
-                if keys is not None:
-                    keys.discard(prev.key)
-                    if not keys:
-                        del lease_keys[prev.lease]
-            kv = event.kv
-            if kv.lease:
-                lease_keys.setdefault(kv.lease, set()).add(kv.key)
+        if prev is not None and prev.lease:
+            keys = lease_keys.get(prev.lease)
+            if keys is not None:
+                keys.discard(prev.key)
+                if not keys:
+                    del lease_keys[prev.lease]
+        if kv.lease:
+            lease_keys.setdefault(kv.lease, set()).add(kv.key)
+
+
+def _first(item: tuple[int, KeyValue]) -> int:
+    return item[0]
 
 
 def _sorted(kvs: list[KeyValue], order: SortOrder, target: SortTarget) -> list[KeyValue]:

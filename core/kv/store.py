@@ -24,6 +24,7 @@ randomness. Lease times enter only as ``now`` arguments of the member-local leas
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, TypeAlias
 
@@ -177,12 +178,19 @@ def _packb(value: Any) -> bytes:
 # --------------------------------------------------------------------------- dedup
 
 
+_COMPACT_BYTES = 64
+"""Estimated memory of one compactly stored response (a plain put's: its revision)."""
+
+
 @attrs.define
 class _Session:
     """What one client's recent mutating requests returned."""
 
-    # seq -> (first response, its size estimate), in the order they were applied.
-    responses: dict[int, tuple[Response, int]] = attrs.Factory(dict)
+    responses: dict[int, int | tuple[Response, int]] = attrs.Factory(dict)
+    """seq -> its first response: the revision of a plain ``PutResponse`` (the common
+    case, kept as an int), else ``(response, its size estimate)``."""
+    order: deque[int] = attrs.Factory(deque)
+    """The seqs of ``responses`` in the order they were applied (oldest first)."""
     floor: int = 0
     """Highest seq evicted from ``responses``: an older seq not in it can't be answered."""
 
@@ -199,9 +207,15 @@ class DedupTable:
     be answered, and applying it again might apply it twice). A client evicted entirely is
     forgotten: a retry of its old requests would be applied again, which is why the
     bounds are generous compared with a client's retry horizon.
+
+    The window must exceed the number of writes a client can have in flight at once:
+    a request still in flight (its answer lost with a failed leader, say) is retried,
+    and every later request of the same client applied meanwhile pushes it towards the
+    floor. Hence a large window (8192 by default), made cheap by storing a plain put's
+    response as its revision alone; the bytes bound keeps the total in check.
     """
 
-    window: int = 128
+    window: int = 8192
     max_clients: int = 16_384
     max_bytes: int = 64 << 20
     _clients: dict[bytes, _Session] = attrs.field(init=False, factory=dict)
@@ -223,7 +237,7 @@ class DedupTable:
         entry = session.responses.get(seq)
         if entry is not None:
             self._touch(client_id, session)
-            return entry[0]
+            return _expand(entry)
         if seq <= session.floor:
             raise DuplicateRequestError(
                 f"request {seq} of this client is older than the deduplication window"
@@ -231,39 +245,47 @@ class DedupTable:
         return None
 
     def record(self, client_id: bytes, seq: int, response: Response) -> None:
-        session = self._clients.get(client_id)
+        """Remember the first response to ``(client_id, seq)``. ``response`` is the state
+        machine's own (its header carries only the revision)."""
+        clients = self._clients
+        session = clients.get(client_id)
         if session is None:
-            session = self._clients[client_id] = _Session()
+            session = clients[client_id] = _Session()
         else:
             self._touch(client_id, session)
-        size = _response_size(response)
-        session.responses[seq] = (response, size)
-        self._bytes += size
+        entry: int | tuple[Response, int]
+        if type(response) is PutResponse and response.prev_kv is None:
+            entry = response.header.revision
+            size = _COMPACT_BYTES
+        else:
+            size = _response_size(response)
+            entry = (response, size)
         responses = session.responses
+        if seq in responses:
+            # Not reached through ``apply`` (a known seq is answered, not re-applied);
+            # keeps the byte count and the order exact if a caller records twice.
+            self._evict_seq(session, seq)
+        responses[seq] = entry
+        session.order.append(seq)
+        self._bytes += size
         while len(responses) > self.window:
             self._evict_oldest_seq(session)
-        clients = self._clients
         while len(clients) > 1 and (
             len(clients) > self.max_clients or self._bytes > self.max_bytes
         ):
             oldest_id = next(iter(clients))
-            for _response, evicted_size in clients.pop(oldest_id).responses.values():
-                self._bytes -= evicted_size
+            for evicted in clients.pop(oldest_id).responses.values():
+                self._bytes -= _entry_size(evicted)
         while len(responses) > 1 and self._bytes > self.max_bytes:
             self._evict_oldest_seq(session)
 
     def dump(self) -> list[Any]:
-        return [
-            [
-                client_id,
-                session.floor,
-                [
-                    [seq, message_to_wire(response)]
-                    for seq, (response, _) in session.responses.items()
-                ],
-            ]
-            for client_id, session in self._clients.items()
-        ]
+        dumped: list[Any] = []
+        for client_id, session in self._clients.items():
+            responses = session.responses
+            wire = [[seq, _entry_to_wire(responses[seq])] for seq in session.order]
+            dumped.append([client_id, session.floor, wire])
+        return dumped
 
     def load(self, dumped: Iterable[Any], limits: Limits = DEFAULT_LIMITS) -> None:
         self._clients = {}
@@ -271,22 +293,51 @@ class DedupTable:
         for client_id, floor, responses in dumped:
             session = _Session(floor=floor)
             for seq, wire in responses:
-                response: Response = message_from_wire(wire, limits)  # type: ignore[assignment]
-                size = _response_size(response)
-                session.responses[seq] = (response, size)
+                entry: int | tuple[Response, int]
+                if type(wire) is int:
+                    entry = wire
+                    size = _COMPACT_BYTES
+                else:
+                    response: Response = message_from_wire(wire, limits)  # type: ignore[assignment]
+                    size = _response_size(response)
+                    entry = (response, size)
+                session.responses[seq] = entry
+                session.order.append(seq)
                 self._bytes += size
             self._clients[client_id] = session
 
     def _touch(self, client_id: bytes, session: _Session) -> None:
-        # Move to the most-recently-used end (dicts keep insertion order).
-        del self._clients[client_id]
-        self._clients[client_id] = session
+        # Move to the most-recently-used end (dicts keep insertion order), unless there
+        # already: the common case of one busy client costs nothing.
+        clients = self._clients
+        if next(reversed(clients)) != client_id:
+            del clients[client_id]
+            clients[client_id] = session
 
     def _evict_oldest_seq(self, session: _Session) -> None:
-        seq = next(iter(session.responses))
-        _response, size = session.responses.pop(seq)
-        self._bytes -= size
-        session.floor = max(session.floor, seq)
+        seq = session.order.popleft()
+        entry = session.responses.pop(seq, None)
+        if entry is not None:
+            self._bytes -= _entry_size(entry)
+            session.floor = max(session.floor, seq)
+
+    def _evict_seq(self, session: _Session, seq: int) -> None:
+        self._bytes -= _entry_size(session.responses.pop(seq))
+        session.order.remove(seq)
+
+
+def _entry_size(entry: int | tuple[Response, int]) -> int:
+    return _COMPACT_BYTES if type(entry) is int else entry[1]  # type: ignore[index]
+
+
+def _entry_to_wire(entry: int | tuple[Response, int]) -> Any:
+    return entry if type(entry) is int else message_to_wire(entry[0])  # type: ignore[index]
+
+
+def _expand(entry: int | tuple[Response, int]) -> Response:
+    if type(entry) is int:
+        return PutResponse(ResponseHeader(revision=entry))
+    return entry[0]  # type: ignore[index]
 
 
 def _response_size(response: Response) -> int:
@@ -321,7 +372,7 @@ class KVStateMachine:
 
     limits: Limits = DEFAULT_LIMITS
     watch_limits: WatchLimits = attrs.Factory(WatchLimits)
-    dedup_window: int = 128
+    dedup_window: int = 8192
     dedup_max_clients: int = 16_384
     dedup_max_bytes: int = 64 << 20
     lessor: Lessor = attrs.Factory(Lessor)

@@ -44,6 +44,7 @@ from pnyx.core.wire.keys import OPEN_END
 from pnyx.core.wire.messages import (
     Event,
     EventType,
+    KeyValue,
     ResponseHeader,
     WatchCreateRequest,
     WatchFilterType,
@@ -323,26 +324,31 @@ class WatchHub:
 
     # ------------------------------------------------------------------ state machine feed
 
-    def notify(self, revision: int, events: tuple[Event, ...]) -> None:
-        """Route the events of a newly committed revision to the synced watchers."""
+    def notify(self, revision: int, kvs: tuple[KeyValue, ...]) -> None:
+        """Route the events of a newly committed revision to the synced watchers. ``kvs``
+        are the versions the revision wrote (``MVCCStore.on_commit``); the events are
+        only built when some watcher wants them."""
         exact = self._exact
         ranges = self._ranges
         if not exact and not ranges.groups:
             return
-        matched: dict[int, tuple[_Watcher, list[Event]]] = {}
-        for event in events:
-            key = event.kv.key
+        matched: dict[int, tuple[_Watcher, list[int]]] = {}
+        for position, kv in enumerate(kvs):
+            key = kv.key
             group = exact.get(key)
             if group:
                 for watcher in group.values():
-                    _add_match(matched, watcher, event)
+                    _add_match(matched, watcher, position)
             if ranges.groups:
                 for group in ranges.match(key):
                     for watcher in group.values():
-                        _add_match(matched, watcher, event)
-        for watcher, watcher_events in matched.values():
+                        _add_match(matched, watcher, position)
+        if not matched:
+            return
+        events = self.store.events(revision)
+        for watcher, positions in matched.values():
             if revision >= watcher.start_revision:
-                self._deliver(watcher, revision, watcher_events, live=True)
+                self._deliver(watcher, revision, [events[p] for p in positions], live=True)
 
     def compacted(self) -> None:
         """History was compacted: cancel catching-up watchers that now read below it."""
@@ -583,10 +589,10 @@ class WatchHub:
 
 
 def _add_match(
-    matched: dict[int, tuple[_Watcher, list[Event]]], watcher: _Watcher, event: Event
+    matched: dict[int, tuple[_Watcher, list[int]]], watcher: _Watcher, position: int
 ) -> None:
     entry = matched.get(watcher.watch_id)
     if entry is None:
-        matched[watcher.watch_id] = (watcher, [event])
+        matched[watcher.watch_id] = (watcher, [position])
     else:
-        entry[1].append(event)
+        entry[1].append(position)

@@ -347,3 +347,64 @@ def test_dump_and_load_rebuild_an_identical_store() -> None:
     for revision in range(3, store.revision + 1):
         assert loaded.events(revision) == store.events(revision)
     assert loaded.lease_keys(3) == store.lease_keys(3) == []
+
+
+def test_a_rolled_back_txn_leaves_no_new_key_in_range_reads() -> None:
+    store = MVCCStore(lease_exists=lambda lease: lease == 7)
+    put(store, b"k/a")
+    request = TxnRequest(
+        (),
+        (
+            PutRequest(b"k/new"),
+            RangeRequest(b"k/", b"k0"),  # merges k/new into the key order mid-txn
+            PutRequest(b"k/other", lease=8),  # unknown lease: the txn fails here
+        ),
+    )
+    with pytest.raises(LeaseNotFoundError):
+        store.txn(request)
+    assert keys_of(store.range(RangeRequest(b"k/", b"k0"))) == [b"k/a"]
+    put(store, b"k/b")
+    assert keys_of(store.range(RangeRequest(b"k/", b"k0"))) == [b"k/a", b"k/b"]
+    assert store.key_count() == 2
+
+
+def test_keys_added_between_range_reads_come_back_in_order() -> None:
+    store = MVCCStore()
+    for key in (b"m", b"c", b"x", b"a"):
+        put(store, key)
+    assert keys_of(store.range(RangeRequest(b"\0", b"\xff"))) == [b"a", b"c", b"m", b"x"]
+    for key in (b"b", b"z", b"n"):
+        put(store, key)
+    store.delete_range(DeleteRangeRequest(b"c"))
+    assert keys_of(store.range(RangeRequest(b"a", b"o"))) == [b"a", b"b", b"m", b"n"]
+    put(store, b"a")
+    store.compact(store.revision)  # c's history ends in a tombstone: it leaves the index
+    assert store.key_count() == 6
+    assert keys_of(store.range(RangeRequest(b"\0", b"\xff"))) == [
+        b"a",
+        b"b",
+        b"m",
+        b"n",
+        b"x",
+        b"z",
+    ]
+
+
+def test_written_is_the_revision_s_versions_in_event_order() -> None:
+    store = MVCCStore()
+    put(store, b"gone")
+    store.txn(TxnRequest((), (PutRequest(b"x", b"1"), DeleteRangeRequest(b"gone"))))
+    written = store.written(3)
+    assert [(kv.key, kv.version) for kv in written] == [(b"x", 1), (b"gone", 0)]
+    assert tuple(event.kv for event in store.events(3)) == written
+    assert store.written(99) == ()
+
+
+def test_events_of_a_key_written_twice_in_one_txn_chain_their_prev_kv() -> None:
+    store = MVCCStore()
+    put(store, b"k", b"0")
+    store.txn(TxnRequest((), (PutRequest(b"k", b"1"), PutRequest(b"k", b"2"))))
+    first, second = store.events(3)
+    assert first.prev_kv is not None and first.prev_kv.value == b"0"
+    assert second.prev_kv == first.kv and second.kv.version == 3
+    assert list(store.key_events_between(b"k", 3, 3)) == [(3, (first, second))]

@@ -265,3 +265,38 @@ def test_internal_compaction_command() -> None:
     response = sm.apply(sm.applied_index + 1, CompactHistory(target))
     assert isinstance(response, CompactionResponse)
     assert sm.mvcc.compact_revision == target
+
+
+def test_a_client_with_thousands_of_writes_in_flight_gets_first_answers_on_retry() -> None:
+    """Many writes of one client in flight, a failover, every one retried: each retry is
+    answered with its first response, never with DuplicateRequestError."""
+    sm = KVStateMachine()
+    in_flight = 5_000
+    first = {
+        seq: sm.apply(seq, ClientCommand(b"busy", seq, PutRequest(b"k%d" % seq, b"v")))
+        for seq in range(1, in_flight + 1)
+    }
+    revision = sm.revision
+    for seq in range(1, in_flight + 1):
+        retried = sm.apply(in_flight + seq, ClientCommand(b"busy", seq, PutRequest(b"x", b"")))
+        assert retried == first[seq]
+    assert sm.revision == revision
+
+
+def test_compact_and_full_dedup_entries_survive_a_snapshot() -> None:
+    sm = KVStateMachine(dedup_window=3)
+    commands = [
+        ClientCommand(b"c", 1, PutRequest(b"k", b"1")),
+        ClientCommand(b"c", 2, PutRequest(b"k", b"2", prev_kv=True)),
+        ClientCommand(b"c", 3, PutRequest(b"k", b"3")),
+        ClientCommand(b"c", 4, DeleteRangeRequest(b"k", prev_kv=True)),
+    ]
+    answers = [sm.apply(i, c) for i, c in enumerate(commands, start=1)]
+    copy = KVStateMachine(dedup_window=3)
+    copy.restore(sm.snapshot())
+    assert copy.snapshot() == sm.snapshot()
+    assert copy.dedup.size_bytes == sm.dedup.size_bytes
+    for seq in (2, 3, 4):
+        assert copy.dedup.lookup(b"c", seq) == sm.dedup.lookup(b"c", seq) == answers[seq - 1]
+    with pytest.raises(DuplicateRequestError):
+        copy.dedup.lookup(b"c", 1)  # evicted from a window of 3
