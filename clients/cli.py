@@ -938,6 +938,37 @@ def health() -> None:
         raise click.exceptions.Exit(EXIT_REFUSED)
 
 
+def _write_out_here(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        _settings().json = value == "json"
+
+
+# `-w/--write-out` is a global option (`pnyx -w json get k`) and is also accepted after
+# the command (`pnyx get k -w json`), as etcdctl users type it.
+for _command in (
+    put,
+    get,
+    delete,
+    compact,
+    txn,
+    watch,
+    status,
+    health,
+    *lease.commands.values(),
+    *member.commands.values(),
+):
+    _command.params.append(
+        click.Option(
+            ["-w", "--write-out"],
+            type=click.Choice(["simple", "json"]),
+            default=None,
+            expose_value=False,
+            callback=_write_out_here,
+            help="Output format (also accepted before the command).",
+        )
+    )
+
+
 # `pnyx node` and `pnyx up` live in their own module (owned by the server side).
 from pnyx.clients.cli_server import node as _node_command  # noqa: E402
 from pnyx.clients.cli_server import up as _up_command  # noqa: E402

@@ -270,3 +270,14 @@ def test_help_documents_the_output_conventions() -> None:
     assert "base64" in text and "Exit codes" in text
     for command in ["put", "get", "del", "txn", "watch", "lease", "member", "status", "health"]:
         assert command in text
+
+
+def test_write_out_is_accepted_after_the_command_too(pnyx: Pnyx) -> None:
+    assert pnyx("put", "k", "v").exit_code == 0
+    after = pnyx("get", "k", "-w", "json")
+    before = pnyx("-w", "json", "get", "k")
+    assert after.exit_code == 0 and before.exit_code == 0, after.output + before.output
+    assert json.loads(after.output)["kvs"][0]["value"] == "v"
+    assert json.loads(after.output)["kvs"] == json.loads(before.output)["kvs"]
+    # The local option wins over the global one.
+    assert pnyx("-w", "json", "get", "k", "--write-out=simple").output.splitlines() == ["k", "v"]
