@@ -535,8 +535,6 @@ class Simulation:
             data = codec.encode_message(message)
             for delay in self.network.fate(message.sender, message.to, self.now):
                 self._push(delay, Ev.DELIVER, (message.sender, message.to, data))
-        if (voted or acknowledged) and self.nemesis is not None:
-            self.nemesis.after_promise(process, voted=voted)
         if ready.snapshot is not None:
             meta = ready.snapshot.metadata
             process.machine.restore(ready.snapshot.data)
@@ -562,6 +560,9 @@ class Simulation:
         process.commit_floor = raft.commit_index
         if process.applied - process.snapshot_index >= process.compact_every:
             self.compact(process)
+        if (voted or acknowledged) and self.nemesis is not None:
+            # Last: a crash here ends this incarnation before any other input reaches it.
+            self.nemesis.after_promise(process, voted=voted)
 
     def _apply(self, process: NodeProcess, entry: Entry) -> None:
         if entry.index != process.applied + 1:
