@@ -116,7 +116,15 @@ from pnyx.core.server.members import (
 from pnyx.core.server.snapshotter import SnapshotJob, start_snapshot
 from pnyx.core.storage import FileSystem, OsFileSystem, Storage, WalWriter
 from pnyx.core.transport import ClientRouter, Malformed, PeerTransport, SendResult
-from pnyx.core.wire.codec import PROTOCOL_VERSION, DecodeError, decode_batch, encode_batch
+from pnyx.core.wire.codec import (
+    PROTOCOL_VERSION,
+    DecodeError,
+    decode_batch,
+    encode_wire_batch,
+    header_to_wire,
+    message_to_wire,
+    response_to_wire,
+)
 from pnyx.core.wire.messages import (
     MUTATING_REQUESTS,
     Envelope,
@@ -133,9 +141,7 @@ from pnyx.core.wire.messages import (
     MemberPromoteResponse,
     MemberRemoveRequest,
     MemberRemoveResponse,
-    PutResponse,
     RangeRequest,
-    RangeResponse,
     Request,
     Response,
     ResponseHeader,
@@ -288,7 +294,8 @@ class Node:
         self._conf_waiters: dict[tuple[ConfChangeType, int], list[_ConfWaiter]] = {}
         self._watch_streams: dict[int, tuple[bytes, int]] = {}
         self._watches_by_connection: dict[bytes, set[int]] = {}
-        self._out: dict[bytes, list[Envelope]] = {}
+        self._out: dict[bytes, list[list[Any]]] = {}
+        """Replies per connection, as wire-form envelopes (``_reply_wire``)."""
         self._stalled: dict[bytes, deque[bytes]] = {}
         """Replies a congested connection could not take yet, in order."""
 
@@ -759,9 +766,9 @@ class Node:
             return
         waiters = self._pending.pop((kv_command.client_id, kv_command.seq), None)
         if waiters:
-            stamped = self._stamp(response)
+            wire = self._wire(response)
             for waiter in waiters:
-                self._reply(waiter.routing_id, waiter.request_id, stamped)
+                self._reply_wire(waiter.routing_id, waiter.request_id, wire)
 
     def _apply_conf_change(self, entry: Entry) -> None:
         try:
@@ -992,11 +999,11 @@ class Node:
         elif isinstance(request, LeaseKeepAliveRequest):
             self._require_leader()
             keep_alive = self._kv.lease_keep_alive(request, self._now)
-            self._reply(routing_id, request_id, self._stamp(keep_alive))
+            self._reply(routing_id, request_id, keep_alive)
         elif isinstance(request, LeaseTimeToLiveRequest):
             self._require_leader()
             time_to_live = self._kv.lease_time_to_live(request, self._now)
-            self._reply(routing_id, request_id, self._stamp(time_to_live))
+            self._reply(routing_id, request_id, time_to_live)
         elif isinstance(request, WatchCreateRequest):
             self._create_watch(routing_id, request_id, request)
         elif isinstance(request, WatchCancelRequest):
@@ -1121,9 +1128,9 @@ class Node:
 
     def _serve_read(self, request: Request) -> Response:
         if isinstance(request, RangeRequest):
-            return self._stamp(self._kv.range(request))
+            return self._kv.range(request)
         if isinstance(request, LeaseLeasesRequest):
-            return self._stamp(self._kv.lease_leases(request))
+            return self._kv.lease_leases(request)
         if isinstance(request, MemberListRequest):
             return MemberListResponse(self._header(self._kv.revision), self._members.to_wire())
         raise InvalidRequestError(f"{type(request).__name__} is not a read")
@@ -1216,7 +1223,7 @@ class Node:
         response = self._kv.watches.create(request, routing_id)
         self._watch_streams[response.watch_id] = (routing_id, request_id)
         self._watches_by_connection.setdefault(routing_id, set()).add(response.watch_id)
-        self._reply(routing_id, request_id, self._stamp(response))
+        self._reply(routing_id, request_id, response)
 
     def _cancel_watch(
         self, routing_id: bytes, request_id: int, request: WatchCancelRequest
@@ -1225,7 +1232,7 @@ class Node:
         if stream is None or stream[0] != routing_id:
             # Another connection's watches are not this one's to cancel.
             raise InvalidRequestError(f"no watch with id {request.watch_id}")
-        response = self._stamp(self._kv.watches.cancel(request.watch_id))
+        response = self._kv.watches.cancel(request.watch_id)
         self._forget_watch(request.watch_id)
         # The cancel call gets its answer, and the stream learns it ended.
         self._reply(routing_id, request_id, response)
@@ -1262,7 +1269,7 @@ class Node:
                 stream = self._watch_streams.get(delivery.watch_id)
                 if stream is None:
                     continue
-                self._reply(stream[0], stream[1], self._stamp(delivery.response))
+                self._reply(stream[0], stream[1], delivery.response)
                 if delivery.response.canceled:
                     self._forget_watch(delivery.watch_id)
 
@@ -1321,35 +1328,31 @@ class Node:
             leader_id=self._leader_id,
         )
 
-    def _stamp(self, response: Response) -> Response:
-        """The response with this member's id, term and leader in its header."""
+    def _wire(self, response: Response) -> list[Any]:
+        """``[tag, body]`` of ``response`` stamped with this member's header (its id, the
+        term, the leader; the revision stays the response's own, or the current one).
+        Encoded straight to wire form: no new response or header object per reply."""
         header: ResponseHeader | None = getattr(response, "header", None)
         revision = header.revision if header is not None else self._kv.revision
-        stamped = self._header(revision)
-        # Direct constructors for the hot responses: attrs.evolve costs several times more.
-        kind = type(response)
-        if kind is PutResponse:
-            assert isinstance(response, PutResponse)
-            return PutResponse(header=stamped, prev_kv=response.prev_kv)
-        if kind is RangeResponse:
-            assert isinstance(response, RangeResponse)
-            return RangeResponse(
-                header=stamped, kvs=response.kvs, more=response.more, count=response.count
-            )
-        return attrs.evolve(response, header=stamped)
+        raft = self.raft
+        stamp = header_to_wire(self.id, revision, raft.term, self._leader_id)
+        try:
+            return response_to_wire(response, stamp)
+        except PnyxError as error:
+            # Not encodable (a bug): the client still gets an answer.
+            return response_to_wire(error_response_from_exception(error), stamp)
 
     def _reply(self, routing_id: bytes, request_id: int, response: Response) -> None:
+        self._reply_wire(routing_id, request_id, self._wire(response))
+
+    def _reply_wire(self, routing_id: bytes, request_id: int, wire: list[Any]) -> None:
         out = self._out.get(routing_id)
         if out is None:
             out = self._out[routing_id] = []
-        out.append(Envelope(request_id, response))
+        out.append([request_id, wire[0], wire[1], b"", 0])
 
     def _reply_error(self, routing_id: bytes, request_id: int, error: PnyxError) -> None:
-        self._reply(
-            routing_id,
-            request_id,
-            error_response_from_exception(error, self._header(self._kv.revision)),
-        )
+        self._reply(routing_id, request_id, error_response_from_exception(error))
 
     def _flush_replies(self) -> None:
         if self._stalled:
@@ -1358,10 +1361,10 @@ class Node:
             return
         out, self._out = self._out, {}
         limit = self.config.limits.max_batch
-        for routing_id, envelopes in out.items():
+        for routing_id, items in out.items():
             payloads = [
-                _encode_replies(envelopes[start : start + limit])
-                for start in range(0, len(envelopes), limit)
+                _encode_replies(items[start : start + limit])
+                for start in range(0, len(items), limit)
             ]
             stalled = self._stalled.get(routing_id)
             if stalled is not None:
@@ -1455,7 +1458,7 @@ class Node:
             self._reply(
                 routing_id,
                 request_id,
-                self._stamp(attrs.evolve(response, cancel_reason=reason)),
+                attrs.evolve(response, cancel_reason=reason),
             )
         self._watch_streams.clear()
         self._watches_by_connection.clear()
@@ -1518,19 +1521,22 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-def _encode_replies(envelopes: list[Envelope]) -> bytes:
+def _encode_replies(items: list[list[Any]]) -> bytes:
+    """One ZeroMQ message of replies in wire form (``Node._reply_wire``)."""
     try:
-        return encode_batch(envelopes)
+        return encode_wire_batch(items)
     except PnyxError:
-        # One response the codec refuses must not cost the others their answers.
-        fixed: list[Envelope] = []
-        for envelope in envelopes:
+        # One reply msgpack refuses (an int beyond 64 bits, say) must not cost the others
+        # their answers: find it and answer with the error instead.
+        fixed: list[list[Any]] = []
+        for item in items:
             try:
-                encode_batch((envelope,))
-                fixed.append(envelope)
+                encode_wire_batch([item])
+                fixed.append(item)
             except PnyxError as error:
-                fixed.append(Envelope(envelope.request_id, error_response_from_exception(error)))
-        return encode_batch(fixed)
+                wire = message_to_wire(error_response_from_exception(error))
+                fixed.append([item[0], wire[0], wire[1], b"", 0])
+        return encode_wire_batch(fixed)
 
 
 def install_signal_handlers(node: Node, register: Callable[[int, Any], Any]) -> None:

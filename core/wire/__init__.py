@@ -26,8 +26,11 @@ from pnyx.core.wire.codec import (
     encode_batch,
     encode_envelope,
     encode_message,
+    encode_wire_batch,
+    header_to_wire,
     message_from_wire,
     message_to_wire,
+    response_to_wire,
 )
 from pnyx.core.wire.keys import (
     ALL_KEYS,
@@ -182,8 +185,10 @@ __all__ = [
     "encode_batch",
     "encode_envelope",
     "encode_message",
+    "encode_wire_batch",
     "error_from_response",
     "error_response_from_exception",
+    "header_to_wire",
     "in_range",
     "is_empty_range",
     "message_from_wire",
@@ -192,5 +197,6 @@ __all__ = [
     "prefix_range_end",
     "range_contains",
     "ranges_overlap",
+    "response_to_wire",
     "validate_request",
 ]

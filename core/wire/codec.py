@@ -254,6 +254,37 @@ def message_from_wire(value: Any, limits: Limits = DEFAULT_LIMITS) -> Message:
         raise InvalidRequestError(f"cannot decode message: {type(exc).__name__}") from None
 
 
+def header_to_wire(
+    member_id: int, revision: int, raft_term: int, leader_id: int, cluster_id: int = 0
+) -> list[Any]:
+    """The wire form of ``ResponseHeader(cluster_id, member_id, revision, raft_term,
+    leader_id)``, built without the object (a server stamps every reply with one)."""
+    return [cluster_id, member_id, revision, raft_term, leader_id]
+
+
+def response_to_wire(response: Message, header: list[Any]) -> list[Any]:
+    """``[tag, body]`` of a response, as ``message_to_wire`` gives it, but with
+    ``header`` (a ``header_to_wire`` list) in place of the response's own header: the
+    answering server's stamp, without building a new response object for it."""
+    try:
+        cls = type(response)
+        return [TAG_OF[cls], _STAMPED_ENCODERS[cls](response, header)]
+    except (KeyError, AttributeError, TypeError) as exc:
+        raise InvalidRequestError(f"cannot encode {type(response).__name__}: {exc}") from None
+
+
+def encode_wire_batch(items: list[list[Any]]) -> bytes:
+    """One ZeroMQ message body of envelopes already in wire form: each item is
+    ``[request_id, tag, body, client_id, seq]`` (``[request_id, *response_to_wire(...),
+    b"", 0]`` for a reply). Raises ``InvalidRequestError`` if msgpack cannot carry a
+    value (an int beyond 64 bits, say); the caller may then encode the items one by one
+    to find it."""
+    try:
+        return _packb([PROTOCOL_VERSION, items])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidRequestError(f"cannot encode batch: {type(exc).__name__}: {exc}") from None
+
+
 def encode_message(message: Message) -> bytes:
     """One message alone, without envelope: ``[PROTOCOL_VERSION, tag, body]``."""
     try:
@@ -405,6 +436,9 @@ _PRIMITIVES = (int, bool, bytes, str)
 
 _DECODERS: dict[type, Callable[[Any, int], Any]] = {}
 _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {}
+_STAMPED_ENCODERS: dict[type, Callable[[Any, list[Any]], list[Any]]] = {}
+"""For each response class (a class with a ``header`` field): its encoder taking the
+header's wire form as a second argument instead of encoding the response's own."""
 
 
 @attrs.define
@@ -577,6 +611,14 @@ class _Generator:
         lines.append(f"def _encode_{name}(m):")
         encoded = [self.encode(hints[field], f"m.{field}") for field in fields]
         lines.append(f"    return [{', '.join(encoded)}]")
+        if "header" in fields:
+            stamped = [
+                "h" if field == "header" else code
+                for field, code in zip(fields, encoded, strict=True)
+            ]
+            lines.append("")
+            lines.append(f"def _stamped_{name}(m, h):")
+            lines.append(f"    return [{', '.join(stamped)}]")
         self.sources.append("\n".join(lines))
 
     def build(self) -> None:
@@ -600,6 +642,8 @@ class _Generator:
                 _DECODERS[self.namespace[key[8:]]] = value
             elif key.startswith("_encode_") and key[8:] in self.namespace:
                 _ENCODERS[self.namespace[key[8:]]] = value
+            elif key.startswith("_stamped_") and key[9:] in self.namespace:
+                _STAMPED_ENCODERS[self.namespace[key[9:]]] = value
 
 
 def _holds_ops(hint: Any) -> bool:
@@ -648,6 +692,9 @@ __all__ = [
     "encode_batch",
     "encode_envelope",
     "encode_message",
+    "encode_wire_batch",
+    "header_to_wire",
     "message_from_wire",
     "message_to_wire",
+    "response_to_wire",
 ]

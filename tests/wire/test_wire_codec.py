@@ -27,8 +27,11 @@ from pnyx.core.wire.codec import (
     encode_batch,
     encode_envelope,
     encode_message,
+    encode_wire_batch,
+    header_to_wire,
     message_from_wire,
     message_to_wire,
+    response_to_wire,
 )
 from pnyx.core.wire.limits import Limits
 from pnyx.core.wire.messages import Envelope
@@ -155,6 +158,32 @@ def test_round_trip_of_each_message_type(cls: type) -> None:
         )
 
     check()
+
+
+RESPONSES = [cls for cls in ALL_TAGGED if "header" in attrs.fields_dict(cls)]
+
+
+@pytest.mark.parametrize("cls", RESPONSES, ids=lambda cls: cls.__name__)
+def test_a_stamped_response_decodes_as_the_response_with_the_stamp(cls: type) -> None:
+    @FAST
+    @given(message=message_strategy(cls), request_id=st.integers(0, 2**64 - 1))
+    def check(message: Any, request_id: int) -> None:
+        stamp = messages.ResponseHeader(0, 7, 42, 3, 9)
+        wire = response_to_wire(message, header_to_wire(7, 42, 3, 9))
+        (decoded,) = decode_batch(encode_wire_batch([[request_id, *wire, b"", 0]]))
+        assert decoded == Envelope(request_id, attrs.evolve(message, header=stamp))
+
+    check()
+
+
+def test_every_response_class_can_be_stamped() -> None:
+    assert {cls.__name__ for cls in RESPONSES} == {
+        cls.__name__ for cls in ALL_TAGGED if cls.__name__.endswith("Response")
+    }
+    with pytest.raises(InvalidRequestError):
+        response_to_wire(messages.PutRequest(b"k"), header_to_wire(1, 2, 3, 4))
+    with pytest.raises(InvalidRequestError):
+        encode_wire_batch([[1 << 70, 13, [[0, 0, 0, 0, 0], None], b"", 0]])
 
 
 @FAST
