@@ -17,6 +17,7 @@ from __future__ import annotations
 from pnyx.core.kv.lease import LeaseTable, Lessor, lease_id_from_index
 from pnyx.core.kv.mvcc import FIRST_REVISION, MVCCStore
 from pnyx.core.kv.store import (
+    ClientBatch,
     ClientCommand,
     Command,
     CompactHistory,
@@ -31,6 +32,7 @@ from pnyx.core.kv.watch import SLOW_WATCHER_REASON, WatchDelivery, WatchHub, Wat
 __all__ = [
     "FIRST_REVISION",
     "SLOW_WATCHER_REASON",
+    "ClientBatch",
     "ClientCommand",
     "Command",
     "CompactHistory",

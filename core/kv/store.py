@@ -8,6 +8,11 @@ Commands (``Command``):
 - ``ClientCommand(client_id, seq, request)``: a client's request. A mutating request with
   ``seq > 0`` is applied at most once per ``(client_id, seq)``: a repeat gets the first
   response, from a bounded table (``DedupTable``) that is part of the snapshot.
+- ``ClientBatch(commands)``: several client commands in one Raft entry (a leader batches
+  the writes it received together, so that the per-entry costs of replication, the WAL
+  and applying are paid once for all of them). Applied in order, each exactly as if it
+  had its own entry: its own revision, its own exactly-once check, its own response
+  (``apply_batch``).
 - ``ExpireLeases(leases)``: the leader's ``Lessor`` saw these leases expire; each is
   revoked (its keys deleted in one revision) if it still exists.
 - ``CompactHistory(revision)``: compaction decided by the cluster itself (auto-compaction).
@@ -75,6 +80,7 @@ from pnyx.core.wire.messages import (
 __all__ = [
     "COMMAND_FORMAT",
     "SNAPSHOT_FORMAT",
+    "ClientBatch",
     "ClientCommand",
     "Command",
     "CompactHistory",
@@ -119,9 +125,16 @@ class CompactHistory:
     revision: int
 
 
-Command: TypeAlias = ClientCommand | ExpireLeases | CompactHistory
+@attrs.frozen
+class ClientBatch:
+    """Client commands that share one Raft entry, applied in order (never empty)."""
 
-_CLIENT, _EXPIRE, _COMPACT = 0, 1, 2
+    commands: tuple[ClientCommand, ...]
+
+
+Command: TypeAlias = ClientCommand | ExpireLeases | CompactHistory | ClientBatch
+
+_CLIENT, _EXPIRE, _COMPACT, _BATCH = 0, 1, 2, 3
 
 
 def encode_command(command: Command) -> bytes:
@@ -140,6 +153,12 @@ def encode_command(command: Command) -> bytes:
         value = [COMMAND_FORMAT, _EXPIRE, list(command.leases)]
     elif isinstance(command, CompactHistory):
         value = [COMMAND_FORMAT, _COMPACT, command.revision]
+    elif isinstance(command, ClientBatch):
+        value = [
+            COMMAND_FORMAT,
+            _BATCH,
+            [[c.client_id, c.seq, message_to_wire(c.request)] for c in command.commands],
+        ]
     else:
         raise InvalidRequestError(f"not a command: {type(command).__name__}")
     return _packb(value)
@@ -167,6 +186,17 @@ def decode_command(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
         return ExpireLeases(tuple(leases))
     if kind == _COMPACT and len(value) == 3 and type(value[2]) is int:
         return CompactHistory(value[2])
+    if kind == _BATCH and len(value) == 3 and type(value[2]) is list and value[2]:
+        commands = []
+        for item in value[2]:
+            if type(item) is not list or len(item) != 3:
+                raise InvalidRequestError("command: bad batch item")
+            client_id, seq, request = item
+            if type(client_id) is not bytes or type(seq) is not int:
+                raise InvalidRequestError("command: bad client id or seq")
+            message = message_from_wire(request, limits)
+            commands.append(ClientCommand(client_id, seq, message))  # type: ignore[arg-type]
+        return ClientBatch(tuple(commands))
     raise InvalidRequestError(f"command: unknown kind {kind!r}")
 
 
@@ -422,24 +452,17 @@ class KVStateMachine:
     def apply(self, index: int, command: Command) -> Response | None:
         """Apply one committed command at Raft ``index`` and return its response. Indexes
         must increase; an index at or below ``applied_index`` (a replay after restart) is
-        skipped and answered with None."""
+        skipped and answered with None. A ``ClientBatch`` is applied whole and answered
+        with None here: ``apply_batch`` returns its responses."""
         if index <= self._applied_index:
             return None
         self._applied_index = index
         if isinstance(command, ClientCommand):
-            request = command.request
-            exactly_once = command.seq > 0 and type(request) in MUTATING_REQUESTS
-            if exactly_once:
-                try:
-                    first = self.dedup.lookup(command.client_id, command.seq)
-                except DuplicateRequestError as exc:
-                    return error_response_from_exception(exc, self.header())
-                if first is not None:
-                    return first
-            response = self._execute(index, request)
-            if exactly_once:
-                self.dedup.record(command.client_id, command.seq, response)
-            return response
+            return self._apply_client(index, command)
+        if isinstance(command, ClientBatch):
+            for one in command.commands:
+                self._apply_client(index, one)
+            return None
         if isinstance(command, ExpireLeases):
             for lease in command.leases:
                 # A lease revoked (or expired) meanwhile is simply gone already.
@@ -451,6 +474,29 @@ class KVStateMachine:
         return error_response_from_exception(
             InvalidRequestError(f"not a command: {type(command).__name__}"), self.header()
         )
+
+    def apply_batch(self, index: int, batch: ClientBatch) -> list[Response] | None:
+        """Apply a ``ClientBatch`` committed at Raft ``index``: the response of each of its
+        commands, in order; None for an index already applied (see ``apply``)."""
+        if index <= self._applied_index:
+            return None
+        self._applied_index = index
+        return [self._apply_client(index, command) for command in batch.commands]
+
+    def _apply_client(self, index: int, command: ClientCommand) -> Response:
+        request = command.request
+        exactly_once = command.seq > 0 and type(request) in MUTATING_REQUESTS
+        if exactly_once:
+            try:
+                first = self.dedup.lookup(command.client_id, command.seq)
+            except DuplicateRequestError as exc:
+                return error_response_from_exception(exc, self.header())
+            if first is not None:
+                return first
+        response = self._execute(index, request)
+        if exactly_once:
+            self.dedup.record(command.client_id, command.seq, response)
+        return response
 
     def _execute(self, index: int, request: Request) -> Response:
         try:

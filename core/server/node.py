@@ -73,6 +73,7 @@ from pnyx.core.errors import (
     UnavailableError,
 )
 from pnyx.core.kv.store import (
+    ClientBatch,
     ClientCommand,
     Command,
     CompactHistory,
@@ -191,6 +192,10 @@ _HEAP_FREEZE_INTERVAL = 1.0
 """How often the objects that survived the young collections are moved out of the cyclic
 garbage collector's reach (``gc.freeze``), see ``_freeze_heap``."""
 _CLIENT_MESSAGES_PER_ITERATION = 64
+_MAX_BATCH_COMMANDS = 512
+_MAX_BATCH_BYTES = 1 << 20
+"""Bounds of one Raft entry of batched client writes (``ClientBatch``): its commands,
+and the bytes of the client messages they came in."""
 """Client messages (each a batch of requests) taken per loop iteration: the rest wait
 for the next one, so a flood of requests cannot delay ticks and peer messages."""
 _MAX_STALLED_MESSAGES = 1024
@@ -209,15 +214,17 @@ class _FatalError(Exception):
         self.code = code
 
 
-@attrs.define
+@attrs.define(eq=False)
 class _Waiter:
     """A client waiting for an answer."""
 
     routing_id: bytes
     request_id: int
     deadline: float
+    command: ClientCommand
     data: bytes = b""
-    """The proposed entry data (to forget its cached command if it never applies)."""
+    """The data of the entry the command was last proposed in (to forget its cached
+    command if it never applies); empty until the batch holding it is proposed."""
 
 
 @attrs.define
@@ -286,6 +293,9 @@ class Node:
         self._pending: dict[tuple[bytes, int], list[_Waiter]] = {}
         self._pending_deadlines: deque[tuple[float, tuple[bytes, int]]] = deque()
         self._anonymous_seq = 0
+        self._batch: list[_Waiter] = []
+        """Client writes received in this iteration, proposed together as one entry."""
+        self._batch_bytes = 0
         self._proposed: dict[bytes, Command] = {}
         self._read_batch: list[_PendingRead] = []
         self._reads_by_context: dict[bytes, list[_PendingRead]] = {}
@@ -723,14 +733,27 @@ class Node:
             self._reads_by_context.clear()
         if self._leader_id == 0 or self._stopping_since is not None:
             return
+        # Only exactly-once commands: an anonymous write (seq 0) that did commit after
+        # all would be applied twice. They go in new batches: a batch they were proposed
+        # in may hold anonymous writes too.
+        again = [
+            waiters
+            for (_client_id, seq), waiters in self._pending.items()
+            if seq > 0 and waiters and waiters[0].data
+        ]
         reproposed = 0
-        for (_client_id, seq), waiters in self._pending.items():
-            if seq > 0 and waiters and waiters[0].data:
-                try:
-                    self.raft.propose(waiters[0].data)
-                except ProposalDroppedError:
-                    break
-                reproposed += 1
+        for start in range(0, len(again), _MAX_BATCH_COMMANDS):
+            chunk = again[start : start + _MAX_BATCH_COMMANDS]
+            commands = tuple(waiters[0].command for waiters in chunk)
+            data = encode_command(commands[0] if len(commands) == 1 else ClientBatch(commands))
+            try:
+                self.raft.propose(data)
+            except ProposalDroppedError:
+                break
+            for waiters in chunk:
+                for waiter in waiters:
+                    waiter.data = data
+            reproposed += len(chunk)
         if reproposed:
             self._log.info("proposals.reproposed", count=reproposed, term=self.raft.term)
 
@@ -761,10 +784,19 @@ class Node:
             except PnyxError:
                 self._kv.apply_entry(index, data)  # records the index; nobody to answer
                 return
-        response = self._kv.apply(index, kv_command)
-        if response is None or not isinstance(kv_command, ClientCommand):
+        if type(kv_command) is ClientBatch:
+            responses = self._kv.apply_batch(index, kv_command)
+            if responses is not None:
+                for one, one_response in zip(kv_command.commands, responses, strict=True):
+                    self._answer(one, one_response)
             return
-        waiters = self._pending.pop((kv_command.client_id, kv_command.seq), None)
+        response = self._kv.apply(index, kv_command)
+        if response is not None and isinstance(kv_command, ClientCommand):
+            self._answer(kv_command, response)
+
+    def _answer(self, command: ClientCommand, response: Response) -> None:
+        """Answer whoever waits for ``command`` (applied by this member)."""
+        waiters = self._pending.pop((command.client_id, command.seq), None)
         if waiters:
             wire = self._wire(response)
             for waiter in waiters:
@@ -944,6 +976,9 @@ class Node:
                 )
                 continue
             routing_id = event.routing_id
+            if self._batch_bytes >= _MAX_BATCH_BYTES:
+                self._flush_proposals()
+            self._batch_bytes += len(event.payload)
             try:
                 items = decode_batch(event.payload, limits)
             except PnyxError as error:
@@ -970,6 +1005,7 @@ class Node:
                         exc_info=True,
                     )
                     self._reply(routing_id, item.request_id, error_response_from_exception(error))
+        self._flush_proposals()
 
     def _handle_request(self, routing_id: bytes, envelope: Envelope) -> None:
         request = envelope.message
@@ -1040,8 +1076,11 @@ class Node:
     # --- writes
 
     def _propose_client_request(self, routing_id: bytes, envelope: Envelope) -> None:
+        """Queue a client write for this iteration's batch (``_flush_proposals``)."""
         if self._stopping_since is not None:
             raise self._not_leader()
+        if self.raft.leader_id == 0:
+            raise NoLeaderError("no leader: an election is in progress")
         client_id, seq = envelope.client_id, envelope.seq
         if seq == 0:
             # No exactly-once asked for: still a unique key to find the waiter by. The
@@ -1049,19 +1088,48 @@ class Node:
             self._anonymous_seq += 1
             client_id = b"\x00anon" + self._token + self._anonymous_seq.to_bytes(8, "big")
         command = ClientCommand(client_id, seq, envelope.message)  # type: ignore[arg-type]
-        data = encode_command(command)
-        self._propose(data)
-        # When this member applies the entry it proposed, it need not decode it again.
-        self._proposed[data] = command
         key = (client_id, seq)
         deadline = self._now + self.config.request_timeout
-        waiter = _Waiter(routing_id, envelope.request_id, deadline, data)
+        waiter = _Waiter(routing_id, envelope.request_id, deadline, command)
         waiters = self._pending.get(key)
         if waiters is None:
             self._pending[key] = [waiter]
         else:
             waiters.append(waiter)
         self._pending_deadlines.append((deadline, key))
+        self._batch.append(waiter)
+        if len(self._batch) >= _MAX_BATCH_COMMANDS:
+            self._flush_proposals()
+
+    def _flush_proposals(self) -> None:
+        """Propose the client writes queued in this iteration as ONE entry: replicating,
+        persisting and applying an entry has costs per entry that would otherwise be
+        paid per write. Nothing waits for more writes to come: a batch is what arrived
+        together."""
+        batch = self._batch
+        self._batch_bytes = 0
+        if not batch:
+            return
+        self._batch = []
+        commands = tuple(waiter.command for waiter in batch)
+        command: Command = commands[0] if len(commands) == 1 else ClientBatch(commands)
+        data = encode_command(command)
+        try:
+            self._propose(data)
+        except PnyxError as error:
+            for waiter in batch:
+                key = (waiter.command.client_id, waiter.command.seq)
+                waiters = self._pending.get(key)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._pending[key]
+                self._reply_error(waiter.routing_id, waiter.request_id, error)
+            return
+        # When this member applies the entry it proposed, it need not decode it again.
+        self._proposed[data] = command
+        for waiter in batch:
+            waiter.data = data
 
     def _propose(self, data: bytes) -> None:
         try:
@@ -1196,6 +1264,7 @@ class Node:
             if progress is None or progress.match < 0.9 * self.raft.commit_index:
                 raise MemberError(f"learner {node_id} has not caught up with the leader yet")
             change_type, context = ConfChangeType.ADD_NODE, b""
+        self._flush_proposals()  # the writes received before it go first
         self.raft.propose_conf_change(ConfChange(change_type, node_id, context))
         key = (change_type, node_id)
         self._conf_waiters.setdefault(key, []).append(

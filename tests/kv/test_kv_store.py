@@ -13,6 +13,7 @@ import pytest
 
 from pnyx.core.errors import DuplicateRequestError, InvalidRequestError
 from pnyx.core.kv import (
+    ClientBatch,
     ClientCommand,
     Command,
     CompactHistory,
@@ -34,6 +35,7 @@ from pnyx.core.wire.messages import (
     PutResponse,
     RangeRequest,
     RangeResponse,
+    Response,
     TxnRequest,
     WatchCreateRequest,
 )
@@ -300,3 +302,59 @@ def test_compact_and_full_dedup_entries_survive_a_snapshot() -> None:
         assert copy.dedup.lookup(b"c", seq) == sm.dedup.lookup(b"c", seq) == answers[seq - 1]
     with pytest.raises(DuplicateRequestError):
         copy.dedup.lookup(b"c", 1)  # evicted from a window of 3
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def client_commands(seed: int) -> list[ClientCommand]:
+    """The client commands of a workload, but lease grants (a granted id derives from the
+    entry index, which a batch shares)."""
+    return [
+        command
+        for command in workload(seed)
+        if isinstance(command, ClientCommand) and not isinstance(command.request, LeaseGrantRequest)
+    ]
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 64])
+def test_a_batch_applies_as_if_each_command_had_its_own_entry(size: int) -> None:
+    commands = client_commands(5)
+    one_by_one = KVStateMachine()
+    expected = [one_by_one.apply(i, c) for i, c in enumerate(commands, start=1)]
+    batched = KVStateMachine()
+    got: list[Response] = []
+    for index, start in enumerate(range(0, len(commands), size), start=1):
+        batch = ClientBatch(tuple(commands[start : start + size]))
+        assert decode_command(encode_command(batch)) == batch
+        responses = batched.apply_batch(index, batch)
+        assert responses is not None
+        got.extend(responses)
+    assert got == expected
+    assert batched.mvcc.dump() == one_by_one.mvcc.dump()
+    assert batched.dedup.dump() == one_by_one.dedup.dump()
+    assert batched.apply_batch(1, ClientBatch(tuple(commands[:1]))) is None  # a replay
+
+
+def test_a_repeat_within_one_batch_gets_the_first_response() -> None:
+    sm = KVStateMachine()
+    put = ClientCommand(b"c", 1, PutRequest(b"k", b"v", prev_kv=True))
+    responses = sm.apply_batch(1, ClientBatch((put, put, ClientCommand(b"c", 2, put.request))))
+    assert responses is not None
+    first, repeat, second = responses
+    assert repeat == first and isinstance(second, PutResponse)
+    assert sm.revision == 3  # the repeat was not applied
+    assert sm.apply(2, ClientBatch((put,))) is None and sm.revision == 3
+
+
+def test_malformed_batches_are_refused() -> None:
+    good = encode_command(ClientBatch((ClientCommand(b"c", 1, PutRequest(b"k")),)))
+    assert isinstance(decode_command(good), ClientBatch)
+    for bad in (
+        b"\x93\x01\x03\x90",  # empty
+        b"\x93\x01\x03\x91\x01",  # an item that is not an array
+        b"\x93\x01\x03\x91\x93\xa1c\x01\x90",  # client id not bytes
+        b"\x93\x01\x03\x91\x92\xc4\x01c\x01",  # two fields
+    ):
+        with pytest.raises(InvalidRequestError):
+            decode_command(bad)

@@ -18,7 +18,9 @@ from pnyx.core import errors
 from pnyx.core.server import EXIT_OK, EXIT_STORAGE, Node, NodeConfig
 from pnyx.core.server.config import build_parser, config_from_args
 from pnyx.core.storage import MemoryFileSystem
+from pnyx.core.wire.codec import encode_batch
 from pnyx.core.wire.messages import (
+    Envelope,
     MemberListRequest,
     MemberListResponse,
     PutRequest,
@@ -139,5 +141,39 @@ def test_restart_recovers_from_snapshot_and_log(fs: MemoryFileSystem) -> None:
         assert [m.name for m in members.members] == ["solo"]
         revision_before_stop = response.header.revision
         assert restarted.put(b"s99", b"x").header.revision == revision_before_stop + 1
+    finally:
+        assert restarted.stop() == EXIT_OK
+
+
+def test_writes_that_arrive_together_are_each_applied_once_and_answered(
+    fs: MemoryFileSystem,
+) -> None:
+    """One client message with more writes than one batched entry holds, anonymous and
+    exactly-once mixed, and a repeat of one of them: every write gets its own revision in
+    arrival order, the repeat the first answer, and all of it survives a restart."""
+    running = RunningNode(fs, _config())
+    envelopes = [
+        Envelope(i + 1, PutRequest(b"b%03d" % i, b"v"), *((b"", 0) if i % 3 == 0 else (b"me", i)))
+        for i in range(600)
+    ]
+    envelopes.append(Envelope(1000, PutRequest(b"b001", b"again"), b"me", 1))
+    running.client.send_raw(encode_batch(envelopes))
+    answers: dict[int, object] = {}
+    deadline = time.monotonic() + 30.0
+    while len(answers) < len(envelopes):
+        assert time.monotonic() < deadline, f"{len(envelopes) - len(answers)} writes unanswered"
+        for item in running.client.receive_raw(1.0) or []:
+            assert isinstance(item, Envelope)
+            answers[item.request_id] = item.message
+    responses = [answers[i + 1] for i in range(600)]
+    assert all(isinstance(r, PutResponse) for r in responses)
+    assert [r.header.revision for r in responses] == list(range(2, 602))  # type: ignore[attr-defined]
+    assert answers[1000] == answers[2]
+    assert running.stop() == EXIT_OK
+    restarted = RunningNode(fs, _config())
+    try:
+        stored = restarted.client.call(RangeRequest(b"b", b"c"), timeout=10.0)
+        assert isinstance(stored, RangeResponse) and stored.count == 600
+        assert stored.kvs[1].value == b"v" and stored.header.revision == 601
     finally:
         assert restarted.stop() == EXIT_OK
