@@ -1,6 +1,7 @@
 """What ``Client`` and ``AsyncClient`` share besides ``_core``: construction (endpoints,
-timeouts, the exactly-once identity, the I/O engine) and the tenacity settings of the
-retry loop. The faces differ only in how they wait.
+timeouts, the exactly-once identity) and the tenacity settings of the retry loop. The
+faces differ in how they wait and in the engine that does their I/O (each makes its own:
+``ThreadEngine`` for ``Client``, ``LoopEngine`` for ``AsyncClient``).
 
 Must never import the faces (``client``, ``aio``) nor anything of pnyx but ``core.wire``,
 ``core.errors`` and the other private client modules.
@@ -16,7 +17,7 @@ from typing import Any
 import tenacity
 
 from pnyx.clients import _core, txn
-from pnyx.clients._engine import Engine
+from pnyx.clients._engine import EngineCore
 from pnyx.core import errors
 from pnyx.core.wire import Request
 
@@ -38,6 +39,9 @@ class ClientBase:
     op = txn.op
     """Operation builders for ``txn``: ``kv.op.put("k", "v")``."""
 
+    _engine: EngineCore
+    """Set by each face's constructor, after this one."""
+
     def __init__(
         self,
         endpoints: str | Sequence[str] | None = None,
@@ -58,9 +62,6 @@ class ClientBase:
         self._selector = _core.EndpointSelector(list(self._endpoints))
         # Jitter only; a private generator keeps the global one untouched.
         self._random = random.Random()
-        self._engine = Engine(
-            self._selector, self._identity.client_id, name=f"pnyx-client-{id(self):x}"
-        )
 
     @property
     def endpoints(self) -> tuple[str, ...]:
