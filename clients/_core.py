@@ -6,7 +6,8 @@ as plain functions and small state objects that tests drive directly:
 - turning the arguments of ``put``/``get``/... into wire requests (``str`` -> UTF-8,
   prefixes -> ranges) and wire responses into the result values of ``results``;
 - the exactly-once identity: one random ``client_id`` per client and the next ``seq`` for
-  each new mutating request (a retry re-sends the same pair);
+  each new mutating request (a retry re-sends the same pair), within a window that
+  keeps the server's deduplication able to answer every retry (``SeqWindow``);
 - which endpoint to use next (``EndpointSelector``): the leader if known (from
   ``NotLeaderError`` hints and from response headers), else the endpoint that answered
   last, else the next one round-robin, avoiding endpoints known to be down;
@@ -23,7 +24,6 @@ import anything of pnyx but ``core.wire``, ``core.errors`` and ``clients.results
 from __future__ import annotations
 
 import enum
-import itertools
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -231,22 +231,78 @@ class EndpointSelector:
 # --------------------------------------------------------------------------- exactly-once
 
 
+MAX_WRITES_IN_FLIGHT = 64
+"""How far a client's exactly-once sequence numbers may run ahead of its oldest write
+still in flight: a new write gets seq ``s`` only while every write below ``s - 64`` has
+finished (answered, or given up on by its caller).
+
+Why 64: a node remembers the first answers to the last ``W = 128`` seqs it applied per
+client id (``DedupTable.window``) and refuses a retried seq it has forgotten
+(``DuplicateRequestError``: it can no longer tell whether it applied it). While a write
+with seq ``s`` is unfinished, every other seq this client can get applied lies within
+``(s - 64, s + 64)``: at most 126 others, so neither ``s``'s own answer nor any seq above
+``s`` is ever pushed out of the node's window, and a retry of ``s`` is always answered
+(with the first result if it was applied). A bound on the *number* of writes in flight
+would not be enough: one stuck write must not be overtaken by 128 newer ones. Keep it at
+most ``(W + 2) // 2`` if the server's window changes. One limit of the argument: a write
+whose caller gave up (its deadline passed) counts as finished, so if it was still in
+some node's pipeline and gets applied later, it takes one place of the window."""
+
+
+@attrs.define
+class SeqWindow:
+    """The exactly-once sequence numbers of one client (see ``MAX_WRITES_IN_FLIGHT``):
+    ``take`` the next one if the window allows, ``finish`` it when its call is over.
+    Pure bookkeeping: the faces add the locking (threads) and the waiting."""
+
+    size: int = MAX_WRITES_IN_FLIGHT
+    _next: int = 1
+    _oldest: int = 1
+    """The lowest seq not finished (``_next`` when none is in flight)."""
+    _finished_above: set[int] = attrs.Factory(set)
+    """Finished seqs above ``_oldest`` (it cannot move past an unfinished one)."""
+
+    @property
+    def in_flight(self) -> int:
+        return self._next - self._oldest - len(self._finished_above)
+
+    def take(self) -> int:
+        """The next seq, or 0 if it would run ``size`` or more ahead of the oldest
+        unfinished one (wait for a ``finish`` then)."""
+        seq = self._next
+        if seq - self._oldest >= self.size:
+            return 0
+        self._next = seq + 1
+        return seq
+
+    def finish(self, seq: int) -> bool:
+        """``seq``'s call is over (whatever its outcome). True if that made room."""
+        if seq != self._oldest:
+            if self._oldest < seq < self._next:
+                self._finished_above.add(seq)
+            return False
+        oldest = seq + 1
+        finished = self._finished_above
+        while oldest in finished:
+            finished.discard(oldest)
+            oldest += 1
+        self._oldest = oldest
+        return True
+
+
 @attrs.define
 class Identity:
-    """The exactly-once identity of one client: a random id for its lifetime and a
-    counter of ``seq`` numbers. ``seq_for`` is called from any caller thread:
-    ``next()`` on an ``itertools.count`` is one C call, atomic under the GIL, where
-    ``self.seq += 1`` would not be."""
+    """The exactly-once identity of one client: a random id for its lifetime and its
+    ``SeqWindow``. Not thread safe by itself: the blocking face guards it with a lock."""
 
     client_id: bytes = attrs.Factory(lambda: os.urandom(16))
-    _seqs: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
+    seqs: SeqWindow = attrs.Factory(SeqWindow)
 
-    def seq_for(self, message: Message) -> int:
-        """The seq a new request gets: the next one for a mutating request (deduplicated
-        by the server), 0 for anything else."""
-        if type(message) not in MUTATING_REQUESTS:
-            return 0
-        return next(self._seqs)
+    @staticmethod
+    def needs_seq(message: Message) -> bool:
+        """Whether ``message`` is deduplicated by the server (a mutating request), so
+        gets a seq; every other request carries seq 0."""
+        return type(message) in MUTATING_REQUESTS
 
 
 # --------------------------------------------------------------------------- arguments
@@ -574,6 +630,24 @@ def backoff(attempt: int, error: BaseException | None, jitter: float) -> float:
         return 0.0
     base: float = min(1.0, 0.025 * (2 ** min(attempt - 2, 10)))
     return base * (0.5 + jitter / 2)
+
+
+def whole_message_refused(
+    endpoint: str, cause: errors.PnyxError, in_flight: int
+) -> errors.PnyxError:
+    """The error for each of ``in_flight`` attempts that were on a connection when its
+    node refused one of our messages as a whole (it could not decode it, so its reply
+    has no request id). With one attempt in flight, that one was in the message: the
+    node's own error (``RequestTooLargeError``, ``InvalidRequestError``), not retried.
+    With several, which ones were in it is unknown and the others may have been
+    applied: an unknown outcome, so what is safe to repeat is retried (exactly-once)
+    and the rest raise."""
+    if in_flight == 1:
+        return cause
+    return errors.UnavailableError(
+        f"{endpoint} refused a whole message of this client ({type(cause).__name__}: "
+        f"{cause}); the outcome of the {in_flight} requests in flight there is unknown"
+    )
 
 
 def give_up(error: BaseException | None, timeout: float) -> errors.PnyxError:

@@ -1,30 +1,36 @@
-"""The one I/O engine of a client: a background thread running a ``zmq.Poller`` loop.
+"""The I/O of a client: one protocol engine (``EngineCore``) and two ways of driving it.
 
-Callers (any thread, or an asyncio loop) hand ``Call`` objects to ``Engine.submit``: the
-call goes on a thread-safe deque and the engine is woken through an inproc PAIR socket
-(at most one wake-up message per drain, however many calls are queued). Each loop turn
-the engine
+``EngineCore`` owns the sockets and the table of attempts in flight: one DEALER per
+endpoint, connected eagerly, with ZMTP heartbeats and a socket monitor (a refused, lost
+or silent connection is seen within about a second and fails the attempts there at once
+instead of at the end of their timeout; ``IMMEDIATE`` keeps ZeroMQ from queueing requests
+for a peer that is not connected, so until the handshake succeeds the engine holds them
+itself). Calls started in one turn go to their endpoint as ONE ZeroMQ message (split
+only at the size limits); replies come back in batches and resolve their calls; expired
+attempts fail. It never waits and never starts a thread: a driver calls it, from one
+thread at a time.
 
-1. receives every ready reply message from every node (a batch of envelopes each),
-   resolves the calls they answer and feeds watch responses to their ``WatchState``;
-2. takes everything queued, picks an endpoint per call (``EndpointSelector``), and sends
-   all calls for one endpoint as ONE ZeroMQ message (split only at the size limits);
-3. expires attempts whose deadline passed;
-4. wakes the waiters: a thread waiter's lock is released; for asyncio, one
-   ``call_soon_threadsafe`` per event loop per turn resolves all its futures and stream
-   items together (one per reply would cost a self-pipe write each).
+``ThreadEngine`` drives it for the blocking ``Client`` (leader/followers). Whoever holds
+the I/O lock runs the engine: a caller thread that finds the lock free runs its own
+attempt to the end itself - sends, polls the sockets, receives, and serves anything
+else that arrives meanwhile - so a lone sequential call costs no thread switch at all.
+A caller that finds the lock taken queues its call (a thread-safe deque, one wake-up of
+the poller per drain through an inproc PAIR socket) and waits on its own lock; the
+current holder sends it with everything else queued, in one message. When a caller
+finishes its own attempt while others are still in flight, the engine's background
+thread takes the lock over and runs until nothing is left in flight, then sleeps on an
+event without touching any socket (so the next lone call can take the fast path).
 
-One DEALER per endpoint, connected eagerly, with ZMTP heartbeats and a socket monitor:
-a refused connection, a lost connection or a silent peer (heartbeat timeout) is seen
-within about a second and fails the attempts at that endpoint at once instead of at the
-end of their timeout. ``IMMEDIATE`` keeps ZeroMQ from queueing requests for a peer that
-is not connected (they would be delivered, stale, on reconnect); until the handshake
-succeeds the engine holds them itself.
+``LoopEngine`` drives it for ``AsyncClient`` from the client's asyncio event loop, with
+no thread at all: the sockets' file descriptors are registered with ``add_reader``
+(ZeroMQ's descriptor is edge-triggered: after every send the socket's ``EVENTS`` is
+checked and a receive scheduled if a reply is already waiting), calls started by the
+tasks of one loop iteration are sent together by one ``call_soon`` callback, futures
+are resolved directly, and one ``call_at`` timer serves every deadline.
 
 A call here is ONE attempt: retries, backoff and the exactly-once ``seq`` are the faces'
-business (``client.py``, ``aio.py``) with the decisions in ``_core``. The engine never
-retries on its own and never blocks on anything but the poller; its sockets are touched
-by its own thread only (the waker's sending end is guarded by a lock).
+business (``client.py``, ``aio.py``) with the decisions in ``_core``. Never retry here,
+never block except in the poller, and never touch a socket without owning the engine.
 """
 
 from __future__ import annotations
@@ -38,14 +44,20 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from pnyx.clients._core import EndpointSelector, StreamError, StreamItem, WatchState
+from pnyx.clients._core import (
+    EndpointSelector,
+    StreamError,
+    StreamItem,
+    WatchState,
+    whole_message_refused,
+)
 from pnyx.clients._log import library_logger
 from pnyx.core import errors
 from pnyx.core.wire import (
@@ -61,6 +73,7 @@ from pnyx.core.wire import (
     WatchResponse,
     decode_batch,
     encode_batch,
+    error_from_response,
 )
 
 _log = library_logger("pnyx.clients")
@@ -76,11 +89,18 @@ MAX_BUFFERED_BATCHES = 10_000
 """Watch batches waiting for a slow consumer before its watch is dropped and resumed
 later (from where the consumer is) instead of buffering without bound."""
 
+UNANSWERABLE_REQUEST_ID = 0
+"""Request id of a node's reply to a message it could not decode as a whole (oversized,
+malformed): no request of it can be answered by its own id."""
+
 HEARTBEAT_INTERVAL_MS = 500
 HEARTBEAT_TIMEOUT_MS = 1500
 HANDSHAKE_TIMEOUT_MS = 2000
 RECONNECT_INTERVAL_MS = 100
 RECONNECT_INTERVAL_MAX_MS = 1000
+TIMER_SLACK = 0.01
+"""Deadlines are checked at most this often: an attempt may fail up to this late, and a
+busy client does not wake once per finished call to pop its stale deadline."""
 
 _MONITOR_EVENTS = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -91,7 +111,7 @@ _MONITOR_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
 _RECV_BURST = 256
-"""Messages taken from one socket per loop turn, so one busy node cannot starve others."""
+"""Messages taken from one socket per turn, so one busy node cannot starve others."""
 
 _instances = itertools.count(1)
 
@@ -109,8 +129,8 @@ class StreamSink:
         )
 
     def put_items(self, items: list[StreamItem]) -> None:
-        """Called on the consumer's side: the engine thread (SimpleQueue is thread
-        safe) or the loop's thread (asyncio.Queue is not)."""
+        """Called by the engine's owner: any thread for a SimpleQueue (thread safe), the
+        loop's own thread for an asyncio.Queue (which is not)."""
         put = self.queue.put_nowait
         for item in items:
             put(item)
@@ -119,19 +139,20 @@ class StreamSink:
 class Call:
     """One attempt of one request. Filled by the face, completed by the engine.
 
-    For a unary request exactly one of ``response``/``error`` is set when the waiter is
-    woken. For a stream (a watch) every response goes through ``stream`` to ``sink``;
-    the attempt ends with a ``StreamError`` item.
+    For a unary request exactly one of ``response``/``error`` is set when ``done``
+    becomes true (and then its waiter is woken: ``lock`` released for a thread,
+    ``future`` resolved for a task). For a stream (a watch) every response goes through
+    ``stream`` to ``sink``; the attempt ends with a ``StreamError`` item.
     """
 
     __slots__ = (
         "deadline",
+        "done",
         "endpoint",
         "error",
         "fixed_endpoint",
         "future",
         "lock",
-        "loop",
         "message",
         "request_id",
         "response",
@@ -161,19 +182,16 @@ class Call:
         self.endpoint = ""
         self.request_id = 0
         self.sent = False
+        self.done = False
         self.response: Response | None = None
         self.error: errors.PnyxError | None = None
-        self.loop = loop
         self.stream = stream
         self.sink = sink
         self.lock: threading.Lock | None = None
+        """Created by ``ThreadEngine.submit`` for a thread that waits on it."""
         self.future: asyncio.Future[None] | None = None
-        if stream is None:
-            if loop is None:
-                self.lock = threading.Lock()
-                self.lock.acquire()
-            else:
-                self.future = loop.create_future()
+        if stream is None and loop is not None:
+            self.future = loop.create_future()
 
 
 @attrs.define(eq=False)
@@ -202,20 +220,9 @@ class _Stop:
     pass
 
 
-def _resolve_in_loop(
-    futures: list[asyncio.Future[None]], deliveries: list[tuple[StreamSink, list[StreamItem]]]
-) -> None:
-    """Runs in an event loop's thread: wake every future and stream of one engine turn."""
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
-    for sink, items in deliveries:
-        sink.put_items(items)
-
-
-class Engine:
-    """The background I/O thread of one client. Thread-safe entry points: ``submit``,
-    ``cancel``, ``close``, and ``is_closed``."""
+class EngineCore:
+    """The protocol engine of one client; see the module docstring. Not thread safe:
+    exactly one thread at a time (the driver's owner) may call any method."""
 
     def __init__(
         self,
@@ -223,151 +230,87 @@ class Engine:
         client_id: bytes,
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
-        name: str = "pnyx-client",
     ) -> None:
         self._selector = selector
         self._client_id = client_id
         self._context = context or zmq.Context.instance()
-        self._queue: deque[Call | _Cancel | _Stop] = deque()
-        self._lock = threading.Lock()
-        self._wake_requested = False
-        self._closed = False
-        address = f"inproc://pnyx-client-waker-{id(self)}-{next(_instances)}"
-        self._wake_receiver: zmq.Socket[bytes] = self._context.socket(zmq.PAIR)
-        self._wake_receiver.linger = 0
-        self._wake_receiver.bind(address)
-        self._waker: zmq.Socket[bytes] = self._context.socket(zmq.PAIR)
-        self._waker.linger = 0
-        self._waker.connect(address)
-        self._poller = zmq.Poller()
-        self._poller.register(self._wake_receiver, zmq.POLLIN)
         self._connections: dict[str, _Connection] = {}
         self._by_socket: dict[zmq.Socket[bytes], _Connection] = {}
         self._by_monitor: dict[zmq.Socket[bytes], _Connection] = {}
         self._pending: dict[int, Call] = {}
+        self._outbox: dict[_Connection, list[Call]] = {}
+        """Started attempts for connections that are up, to send at the next flush."""
         self._timers: list[tuple[float, int]] = []
         self._request_ids = itertools.count(1)
         self._probes: dict[int, str] = {}
         """Request id -> endpoint of the status probes sent on each new connection."""
-        self._async_futures: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-        self._async_items: dict[
-            asyncio.AbstractEventLoop, list[tuple[StreamSink, list[StreamItem]]]
-        ] = {}
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    # ------------------------------------------------------------------ caller side
+        self._shut = False
 
     @property
     def is_closed(self) -> bool:
-        return self._closed
+        raise NotImplementedError
 
-    def submit(self, call: Call) -> None:
-        self._enqueue(call)
+    # ------------------------------------------------------------------ driver hooks
 
-    def cancel(self, call: Call) -> None:
-        """Drop a stream attempt and ask its node to cancel the watch. Nothing more is
-        delivered to its sink; the caller ends its consumer itself."""
-        self._enqueue(_Cancel(call))
+    def _watch_connection(self, connection: _Connection) -> None:
+        """A connection's sockets exist: start watching them for input."""
+        raise NotImplementedError
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread; every call still pending fails with ``ClientError``."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.append(_Stop())
-            self._wake_locked()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-        with self._lock:
-            self._waker.close(linger=0)
+    def _unwatch_connection(self, connection: _Connection) -> None:
+        """Before closing a connection's sockets: stop watching them."""
+        raise NotImplementedError
 
-    def _enqueue(self, item: Call | _Cancel | _Stop) -> None:
-        with self._lock:
-            if self._closed:
-                raise errors.ClientError("client is closed")
-            self._queue.append(item)
-            if not self._wake_requested:
-                self._wake_locked()
+    def _finish(self, call: Call) -> None:
+        """``call`` has its response or error: mark it done and wake its waiter."""
+        raise NotImplementedError
 
-    def _wake_locked(self) -> None:
-        self._wake_requested = True
-        # Again only if the engine is already flooded with wake-ups: it will wake anyway.
-        with contextlib.suppress(zmq.Again):
-            self._waker.send(b"", zmq.NOBLOCK)
+    def _deliver(self, call: Call, items: list[StreamItem]) -> None:
+        sink = call.sink
+        if sink is not None:
+            sink.put_items(items)
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ starting
 
-    def _run(self) -> None:
-        try:
-            for endpoint in list(self._selector.endpoints):
-                self._connection(endpoint)
-            while self._turn():
-                pass
-        except Exception:  # pragma: no cover - a bug; fail loudly but release waiters
-            _log.exception("client I/O thread crashed")
-        finally:
-            self._shutdown()
+    def _connect_all(self) -> None:
+        for endpoint in list(self._selector.endpoints):
+            self._connection(endpoint)
 
-    def _turn(self) -> bool:
-        """One loop turn; False once asked to stop."""
-        timeout_ms: int | None = None
-        if self._timers:
-            timeout_ms = max(0, math.ceil((self._timers[0][0] - time.monotonic()) * 1000))
-        ready = dict(self._poller.poll(timeout_ms))
-        if ready:
-            if self._wake_receiver in ready:
-                self._drain_waker()
-            for sock in ready:
-                connection = self._by_socket.get(sock)
-                if connection is not None:
-                    self._receive(connection)
-                    continue
-                connection = self._by_monitor.get(sock)
-                if connection is not None:
-                    self._monitor_event(connection)
-        keep_going = self._take_submissions()
-        if self._timers and self._timers[0][0] <= time.monotonic():
-            self._expire()
-        self._flush_async()
-        return keep_going
-
-    def _drain_waker(self) -> None:
-        while True:
-            try:
-                self._wake_receiver.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-
-    def _take_submissions(self) -> bool:
-        with self._lock:
-            self._wake_requested = False
-            if not self._queue:
-                return True
-            items = list(self._queue)
-            self._queue.clear()
-        by_endpoint: dict[str, list[Call]] = {}
-        keep_going = True
-        for item in items:
-            if type(item) is Call:
-                endpoint = item.fixed_endpoint or self._selector.choose()
-                item.endpoint = endpoint
-                item.request_id = next(self._request_ids)
-                self._pending[item.request_id] = item
-                heapq.heappush(self._timers, (item.deadline, item.request_id))
-                by_endpoint.setdefault(endpoint, []).append(item)
-            elif type(item) is _Cancel:
-                self._cancel(item.call)
+    def _start(self, call: Call) -> None:
+        """Give ``call`` an endpoint and a request id; it goes out at the next flush (or
+        when its connection comes up)."""
+        endpoint = call.fixed_endpoint or self._selector.choose()
+        call.endpoint = endpoint
+        request_id = next(self._request_ids)
+        call.request_id = request_id
+        self._pending[request_id] = call
+        heapq.heappush(self._timers, (call.deadline, request_id))
+        connection = self._connection(endpoint)
+        if connection.up:
+            calls = self._outbox.get(connection)
+            if calls is None:
+                self._outbox[connection] = [call]
             else:
-                keep_going = False
-        for endpoint, calls in by_endpoint.items():
-            connection = self._connection(endpoint)
+                calls.append(call)
+        else:
+            connection.held.append(call)
+
+    def _flush(self) -> None:
+        """Send every started attempt, one message per endpoint."""
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        for connection, calls in outbox.items():
+            live = [call for call in calls if self._pending.get(call.request_id) is call]
+            if not live:
+                continue
             if connection.up:
-                self._send(connection, calls)
-            else:
-                connection.held.extend(calls)
-        return keep_going
+                self._send(connection, live)
+                self._after_send(connection)
+            else:  # lost between start and flush: wait for it to come back
+                connection.held.extend(live)
+
+    def _after_send(self, connection: _Connection) -> None:
+        """Hook: a message went out on ``connection``'s socket."""
 
     # ------------------------------------------------------------------ connections
 
@@ -391,8 +334,7 @@ class Engine:
         self._connections[endpoint] = connection
         self._by_socket[sock] = connection
         self._by_monitor[monitor] = connection
-        self._poller.register(sock, zmq.POLLIN)
-        self._poller.register(monitor, zmq.POLLIN)
+        self._watch_connection(connection)
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -428,6 +370,7 @@ class Engine:
         live = [call for call in held if self._pending.get(call.request_id) is call]
         if live:
             self._send(connection, live)
+        self._after_send(connection)
 
     def _on_down(self, connection: _Connection, why: str) -> None:
         was_up = connection.up
@@ -438,6 +381,7 @@ class Engine:
             _log.debug("connection lost", endpoint=connection.endpoint)
         self._selector.on_connection(connection.endpoint, up=False)
         held, connection.held = connection.held, []
+        held.extend(self._outbox.pop(connection, ()))
         for call in held:
             if self._pending.get(call.request_id) is call:
                 # Never sent: certainly not applied, safe to retry anywhere.
@@ -494,7 +438,11 @@ class Engine:
         try:
             connection.socket.send(data, zmq.NOBLOCK, copy=len(data) < 65536)
         except zmq.Again:
-            # IMMEDIATE and no live pipe: the peer went away before the monitor told us.
+            # IMMEDIATE and no live pipe: the peer went away before the monitor told us
+            # (or before anyone read the monitor). Down until it says the peer is back,
+            # so that retries go elsewhere.
+            if connection.up:
+                self._on_down(connection, "not connected")
             for call in calls:
                 self._fail(call, errors.NoEndpointError(f"{connection.endpoint} is not connected"))
             return
@@ -538,16 +486,20 @@ class Engine:
         envelope = Envelope(next(self._request_ids), WatchCancelRequest(watch_id))
         with contextlib.suppress(zmq.Again):
             connection.socket.send(encode_batch([envelope]), zmq.NOBLOCK)
+        self._after_send(connection)
 
     # ------------------------------------------------------------------ receiving
 
-    def _receive(self, connection: _Connection) -> None:
+    def _receive(self, connection: _Connection) -> bool:
+        """Take the replies waiting on ``connection``; True if some may be left (the
+        burst limit was reached)."""
         sock = connection.socket
         for _ in range(_RECV_BURST):
-            try:
-                data = sock.recv(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return
+            # EVENTS, not recv until zmq.Again: raising and catching that exception on
+            # every drain costs more than asking.
+            if not _has_input(sock):
+                return False
+            data = sock.recv(zmq.NOBLOCK, copy=True)
             try:
                 envelopes = decode_batch(data, RESPONSE_LIMITS, validate=False)
             except errors.PnyxError as exc:
@@ -562,7 +514,38 @@ class Engine:
                             self._fail(call, envelope.error)
                     continue
                 assert type(envelope) is Envelope
-                self._dispatch(connection, envelope)
+                if envelope.request_id == UNANSWERABLE_REQUEST_ID:
+                    self._refused_message(connection, envelope.message)
+                else:
+                    self._dispatch(connection, envelope)
+        return True
+
+    def _refused_message(self, connection: _Connection, response: Any) -> None:
+        """The node could not decode one of our messages as a whole (its reply carries
+        no request id): some attempts in flight on this connection were in it, which
+        ones is unknown. A connection-level error: every attempt in flight there fails
+        (see ``_core.whole_message_refused``)."""
+        if type(response) is ErrorResponse:
+            cause = error_from_response(response)
+        else:
+            cause = errors.PnyxError(
+                f"protocol error: a reply without request id carried {type(response).__name__}"
+            )
+        refused = [
+            call
+            for request_id in connection.inflight
+            if (call := self._pending.get(request_id)) is not None
+            and (call.stream is None or not call.stream.created)
+        ]
+        _log.warning(
+            "node refused a whole message",
+            endpoint=connection.endpoint,
+            error=str(cause),
+            attempts_failed=len(refused),
+        )
+        for call in refused:
+            connection.inflight.discard(call.request_id)
+            self._fail(call, whole_message_refused(connection.endpoint, cause, len(refused)))
 
     def _dispatch(self, connection: _Connection, envelope: Envelope) -> None:
         response: Any = envelope.message
@@ -644,37 +627,11 @@ class Engine:
         call.error = error
         self._finish(call)
 
-    def _finish(self, call: Call) -> None:
-        if call.lock is not None:
-            call.lock.release()
-        elif call.future is not None and call.loop is not None:
-            futures = self._async_futures.get(call.loop)
-            if futures is None:
-                self._async_futures[call.loop] = [call.future]
-            else:
-                futures.append(call.future)
-
-    def _deliver(self, call: Call, items: list[StreamItem]) -> None:
-        sink = call.sink
-        if sink is None:  # pragma: no cover - a stream call always has a sink
-            return
-        if sink.loop is None:
-            sink.put_items(items)
-        else:
-            self._async_items.setdefault(sink.loop, []).append((sink, items))
-
-    def _flush_async(self) -> None:
-        if not self._async_futures and not self._async_items:
-            return
-        loops = set(self._async_futures) | set(self._async_items)
-        for loop in loops:
-            futures = self._async_futures.get(loop, [])
-            deliveries = self._async_items.get(loop, [])
-            # RuntimeError: the loop is closed, nobody is left to wake.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve_in_loop, futures, deliveries)
-        self._async_futures.clear()
-        self._async_items.clear()
+    def _next_deadline(self) -> float | None:
+        """When ``_expire`` should run next (None: nothing in flight has a deadline)."""
+        if not self._timers:
+            return None
+        return max(self._timers[0][0], time.monotonic() + TIMER_SLACK)
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -706,21 +663,417 @@ class Engine:
                     ),
                 )
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, leftovers: Iterable[Call] = ()) -> None:
+        """Fail everything in flight (and ``leftovers``, never started) with
+        ``ClientError``, then close every socket. Idempotent."""
+        if self._shut:
+            return
+        self._shut = True
         closed = errors.ClientError("client is closed")
-        with self._lock:
-            self._closed = True
-            leftovers = [item for item in self._queue if type(item) is Call]
-            self._queue.clear()
-        for call in list(self._pending.values()) + leftovers:
+        for call in list(self._pending.values()) + list(leftovers):
             self._fail(call, closed)
-        self._flush_async()
+        self._outbox.clear()
         for connection in self._connections.values():
+            with contextlib.suppress(Exception):
+                self._unwatch_connection(connection)
             with contextlib.suppress(zmq.ZMQError):
                 connection.socket.disable_monitor()
             connection.monitor.close(linger=0)
             connection.socket.close(linger=0)
+
+
+class ThreadEngine(EngineCore):
+    """``EngineCore`` for the blocking client: run by whichever thread holds the I/O
+    lock (a caller on the fast path, else the background thread). Thread-safe entry
+    points: ``call``, ``submit``, ``cancel``, ``close`` and ``is_closed``."""
+
+    def __init__(
+        self,
+        selector: EndpointSelector,
+        client_id: bytes,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        name: str = "pnyx-client",
+    ) -> None:
+        super().__init__(selector, client_id, context=context)
+        self._io = threading.Lock()
+        """Held by whoever runs the engine (touches its sockets and tables)."""
+        self._lock = threading.Lock()
+        """Guards the submission queue, the waker's sending end and ``_closed``."""
+        self._queue: deque[Call | _Cancel | _Stop] = deque()
+        self._wake_requested = False
+        self._closed = False
+        self._work = threading.Event()
+        """Set when the background thread should take over (work is queued or left in
+        flight by a caller)."""
+        address = f"inproc://pnyx-client-waker-{id(self)}-{next(_instances)}"
+        self._wake_receiver: zmq.Socket[bytes] = self._context.socket(zmq.PAIR)
+        self._wake_receiver.linger = 0
+        self._wake_receiver.bind(address)
+        self._waker: zmq.Socket[bytes] = self._context.socket(zmq.PAIR)
+        self._waker.linger = 0
+        self._waker.connect(address)
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake_receiver, zmq.POLLIN)
+        with self._io:
+            self._connect_all()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def call(self, call: Call, slack: float) -> None:
+        """Run one unary attempt until it is done (its ``response`` or ``error`` set):
+        in this thread if no other one is doing I/O, else through the thread that is.
+        Raises ``TimeoutError`` only if nothing completed it ``slack`` seconds after its
+        deadline (a crashed engine)."""
+        if self._io.acquire(blocking=False):
+            if self._pending:
+                # Others are in flight: join them (one message, one poller) rather than
+                # take the engine over and hand it back for every call.
+                self._io.release()
+                self.submit(call)
+                self._wait(call, slack)
+                return
+            try:
+                if self._closed:
+                    raise errors.ClientError("client is closed")
+                # Connections may have come and gone while nobody ran the engine.
+                for connection in list(self._connections.values()):
+                    if _has_input(connection.monitor):
+                        self._monitor_event(connection)
+                self._start(call)
+                self._lead(call)
+            finally:
+                handoff = bool(self._pending) or bool(self._queue)
+                self._io.release()
+                if handoff:
+                    # Others' attempts (or watches) are in flight: the background
+                    # thread runs the engine from here.
+                    self._work.set()
+            if not call.done:  # pragma: no cover - _lead returns only once it is
+                raise errors.ClientError("client is closed")
+            return
+        self.submit(call)
+        self._wait(call, slack)
+
+    def _wait(self, call: Call, slack: float) -> None:
+        assert call.lock is not None
+        wait = max(0.0, call.deadline - time.monotonic()) + slack
+        if not call.lock.acquire(timeout=wait) and not call.done:
+            raise errors.TimeoutError("the client's I/O thread did not answer")
+
+    def submit(self, call: Call) -> None:
+        """Queue ``call`` for whoever runs the engine; its waiter waits on ``call.lock``
+        (unary) or its sink (stream)."""
+        if call.stream is None and call.lock is None:
+            call.lock = threading.Lock()
+            call.lock.acquire()
+        self._enqueue(call)
+
+    def cancel(self, call: Call) -> None:
+        """Drop a stream attempt and ask its node to cancel the watch. Nothing more is
+        delivered to its sink; the caller ends its consumer itself."""
+        self._enqueue(_Cancel(call))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the engine; every call still pending fails with ``ClientError``."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.append(_Stop())
+            self._wake_locked()
+        self._work.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        with self._lock:
+            self._waker.close(linger=0)
+
+    def _enqueue(self, item: Call | _Cancel | _Stop) -> None:
+        with self._lock:
+            if self._closed:
+                raise errors.ClientError("client is closed")
+            self._queue.append(item)
+            if not self._wake_requested:
+                self._wake_locked()
+        self._work.set()
+
+    def _wake_locked(self) -> None:
+        self._wake_requested = True
+        # Again only if the engine is already flooded with wake-ups: it will wake anyway.
+        with contextlib.suppress(zmq.Again):
+            self._waker.send(b"", zmq.NOBLOCK)
+
+    # ------------------------------------------------------------------ running it
+
+    def _run(self) -> None:
+        """The background thread: sleep until there is work nobody else runs, then run
+        the engine until nothing is in flight."""
+        try:
+            while True:
+                self._work.wait()
+                with self._io:
+                    self._work.clear()
+                    if not self._shut:
+                        self._lead(None)
+                    if self._shut:
+                        return
+        except Exception:  # pragma: no cover - a bug; fail loudly but release waiters
+            _log.exception("client I/O thread crashed")
+            with self._io:
+                self._stop()
+
+    def _lead(self, until: Call | None) -> None:
+        """Run the engine (holding ``_io``) until ``until`` is done, or with None until
+        nothing is queued or in flight."""
+        while not self._shut:
+            if not self._take_submissions():
+                self._stop()
+                return
+            self._flush()
+            if until is not None:
+                if until.done:
+                    return
+            elif not self._pending:
+                return
+            self._turn()
+
+    def _turn(self) -> None:
+        deadline = self._next_deadline()
+        timeout_ms = (
+            None if deadline is None else max(0, math.ceil((deadline - time.monotonic()) * 1000))
+        )
+        ready = self._poller.poll(timeout_ms)
+        for sock, _event in ready:
+            if sock is self._wake_receiver:
+                self._drain_waker()
+                continue
+            connection = self._by_socket.get(sock)
+            if connection is not None:
+                self._receive(connection)
+                continue
+            connection = self._by_monitor.get(sock)
+            if connection is not None:
+                self._monitor_event(connection)
+        if self._timers and self._timers[0][0] <= time.monotonic():
+            self._expire()
+
+    def _drain_waker(self) -> None:
+        while True:
+            try:
+                self._wake_receiver.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+
+    def _take_submissions(self) -> bool:
+        """Start what callers queued; False once asked to stop."""
+        with self._lock:
+            self._wake_requested = False
+            if not self._queue:
+                return True
+            items = list(self._queue)
+            self._queue.clear()
+        keep_going = True
+        for item in items:
+            if type(item) is Call:
+                self._start(item)
+            elif type(item) is _Cancel:
+                self._cancel(item.call)
+            else:
+                keep_going = False
+        return keep_going
+
+    def _stop(self) -> None:
+        with self._lock:
+            self._closed = True
+            leftovers = [item for item in self._queue if type(item) is Call]
+            self._queue.clear()
+        self._shutdown(leftovers)
         self._wake_receiver.close(linger=0)
+
+    # ------------------------------------------------------------------ hooks
+
+    def _watch_connection(self, connection: _Connection) -> None:
+        self._poller.register(connection.socket, zmq.POLLIN)
+        self._poller.register(connection.monitor, zmq.POLLIN)
+
+    def _unwatch_connection(self, connection: _Connection) -> None:
+        self._poller.unregister(connection.socket)
+        self._poller.unregister(connection.monitor)
+
+    def _finish(self, call: Call) -> None:
+        call.done = True
+        if call.lock is not None:
+            call.lock.release()
+
+
+class LoopEngine(EngineCore):
+    """``EngineCore`` driven by one asyncio event loop (bound at first use), for
+    ``AsyncClient``. Every method must be called in that loop's thread."""
+
+    def __init__(
+        self,
+        selector: EndpointSelector,
+        client_id: bytes,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        super().__init__(selector, client_id, context=context)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        # Sockets now, so connections are being made before the first call; they are
+        # watched from the loop once it is known.
+        self._connect_all()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def submit(self, call: Call) -> None:
+        """Start ``call`` (unary: its future resolves when done; stream: items go to its
+        sink); sent with everything else started in this loop iteration."""
+        loop = self._bind()
+        self._start(call)
+        if self._flush_handle is None:
+            self._flush_handle = loop.call_soon(self._flush_now)
+        if call.deadline < self._timer_at:
+            self._arm(max(call.deadline, time.monotonic() + TIMER_SLACK))
+
+    def cancel(self, call: Call) -> None:
+        if self._closed or self._loop is None:
+            return
+        self._cancel(call)
+
+    def close(self) -> None:
+        """Fail every call in flight with ``ClientError`` and close the sockets."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in (self._flush_handle, self._timer):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._timer = None
+        self._shutdown()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        if self._closed:
+            raise errors.ClientError("client is closed")
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return loop
+        if self._loop is not None:
+            if not self._loop.is_closed():
+                raise errors.ClientError(
+                    "this AsyncClient is used by another event loop; use one client per loop"
+                )
+            # Its first loop has ended (e.g. a second asyncio.run): what was in flight
+            # there has nobody left to wake; carry on in this loop.
+            for call in list(self._pending.values()):
+                self._fail(call, errors.ClientError("the client's event loop was closed"))
+            self._flush_handle = self._timer = None
+            self._timer_at = math.inf
+        self._loop = loop
+        for connection in self._connections.values():
+            self._watch_connection(connection)
+        return loop
+
+    def _flush_now(self) -> None:
+        self._flush_handle = None
+        if not self._closed:
+            self._flush()
+
+    def _on_socket(self, connection: _Connection) -> None:
+        if self._closed or self._by_socket.get(connection.socket) is not connection:
+            return
+        if self._receive(connection):
+            # The burst limit: let the loop breathe, then carry on (the descriptor will
+            # not signal again for messages that are already waiting).
+            assert self._loop is not None
+            self._loop.call_soon(self._on_socket, connection)
+        self._flush()
+
+    def _on_monitor(self, connection: _Connection) -> None:
+        if self._closed or self._by_monitor.get(connection.monitor) is not connection:
+            return
+        self._monitor_event(connection)
+        self._flush()
+
+    def _arm(self, when: float) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        # loop.time() is time.monotonic() on every asyncio loop: deadlines need no
+        # conversion.
+        self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer_at = when
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        if self._closed:
+            return
+        self._expire()
+        deadline = self._next_deadline()
+        if deadline is not None:
+            self._arm(deadline)
+
+    # ------------------------------------------------------------------ hooks
+
+    def _watch_connection(self, connection: _Connection) -> None:
+        loop = self._loop
+        if loop is None:
+            return  # watched once bound
+        loop.add_reader(connection.socket.FD, self._on_socket, connection)
+        loop.add_reader(connection.monitor.FD, self._on_monitor, connection)
+        # Anything that arrived before we watched will not make the descriptor signal.
+        loop.call_soon(self._on_socket, connection)
+        loop.call_soon(self._on_monitor, connection)
+
+    def _unwatch_connection(self, connection: _Connection) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.remove_reader(connection.socket.FD)
+        loop.remove_reader(connection.monitor.FD)
+
+    def _after_send(self, connection: _Connection) -> None:
+        # Sending processes the socket's pending commands, which may consume the
+        # descriptor's signal for a reply that is already in: look now, not never.
+        if self._loop is not None and _has_input(connection.socket):
+            self._loop.call_soon(self._on_socket, connection)
+
+    def _finish(self, call: Call) -> None:
+        call.done = True
+        future = call.future
+        if future is not None and not future.done():
+            # RuntimeError: the future's loop is closed; nobody is left to wake.
+            with contextlib.suppress(RuntimeError):
+                future.set_result(None)
+
+
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+"""Plain ints: pyzmq's constants are enum flags, whose ``&`` runs Python code."""
+
+
+def _has_input(sock: zmq.Socket[bytes]) -> bool:
+    """Whether a message waits on ``sock`` (``EVENTS`` also resets its descriptor)."""
+    events: int = sock.get(_EVENTS)  # type: ignore[assignment]
+    return bool(events & _POLLIN)
 
 
 def run_callback_safely(callback: Callable[[], None]) -> None:

@@ -1,10 +1,12 @@
 """``AsyncClient``: the asyncio client. Same methods, names, arguments and results as
 ``Client`` (awaitable here), the same retry and failover behaviour (see ``client.py``),
-built on the same ``_core`` and I/O thread: calls are asyncio futures that the I/O thread
-resolves, all those answered in one loop turn with one ``call_soon_threadsafe``.
+built on the same ``_core``. Its I/O runs in the event loop itself (``LoopEngine``: the
+sockets' descriptors are watched with ``add_reader``), with no thread: calls started by
+the tasks of one loop iteration go out together, and answers resolve their futures
+directly. Writes get exactly-once seqs within the same window as ``Client``'s.
 
-Use it from one event loop (the one it is first used in). This module waits; it must
-never touch a socket.
+Use it from one event loop (the one it is first used in; after that loop is closed, a
+new one may take over). This module waits; it must never touch a socket.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import tenacity
 from pnyx.clients import _core
 from pnyx.clients._base import ClientBase
 from pnyx.clients._core import KeyLike, StreamError, WatchCreated, WatchState
-from pnyx.clients._engine import Call, StreamSink, run_callback_safely
+from pnyx.clients._engine import Call, LoopEngine, StreamSink, run_callback_safely
 from pnyx.clients.results import (
     CompactResult,
     DeleteResult,
@@ -80,6 +82,9 @@ class AsyncClient(ClientBase):
         attempt_timeout: float | None = None,
     ) -> None:
         super().__init__(endpoints, timeout=timeout, attempt_timeout=attempt_timeout)
+        self._engine: LoopEngine = LoopEngine(self._selector, self._identity.client_id)
+        self._seq_waiters: list[asyncio.Future[None]] = []
+        """Writes waiting for room in the seq window."""
         self._children: weakref.WeakSet[AsyncWatch | AsyncLeaseKeepAlive] = weakref.WeakSet()
 
     # ------------------------------------------------------------------ lifecycle
@@ -89,9 +94,9 @@ class AsyncClient(ClientBase):
         children = list(self._children)
         for child in children:
             child.close()  # watches end; keep-alives make no new refresh
-        # Joining the I/O thread takes a loop turn of it; do not block the event loop.
-        # Closing it fails any refresh still in flight, so the keep-alives end at once.
-        await asyncio.get_running_loop().run_in_executor(None, self._engine.close)
+        # Fails every call in flight, so the keep-alives' refreshes end at once.
+        self._engine.close()
+        self._wake_seq_waiters()
         for child in children:
             await child.aclose()
 
@@ -320,7 +325,18 @@ class AsyncClient(ClientBase):
         validate_request(message)
         total = self._timeout if timeout is None else timeout
         deadline = time.monotonic() + total
-        seq = self._identity.seq_for(message)
+        if not self._identity.needs_seq(message):
+            return await self._attempts(message, 0, deadline, total, endpoint)
+        seq = self._identity.seqs.take() or await self._wait_for_seq(deadline, total)
+        try:
+            return await self._attempts(message, seq, deadline, total, endpoint)
+        finally:
+            if self._identity.seqs.finish(seq):
+                self._wake_seq_waiters()
+
+    async def _attempts(
+        self, message: Request, seq: int, deadline: float, total: float, endpoint: str | None
+    ) -> tuple[str, Response]:
         try:
             return await self._attempt(message, seq, deadline, endpoint)
         except errors.PnyxError as exc:
@@ -332,6 +348,38 @@ class AsyncClient(ClientBase):
             with attempt:
                 return await self._attempt(message, seq, deadline, endpoint)
         raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+    async def _wait_for_seq(self, deadline: float, total: float) -> int:
+        """The exactly-once seq of a new write, once the window has room for it."""
+        window = self._identity.seqs
+        loop = asyncio.get_running_loop()
+        while True:
+            self._check_open()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errors.TimeoutError(
+                    f"no answer within {total:g}s: {window.size} writes of this client "
+                    "were ahead of it, the oldest still unfinished"
+                )
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._seq_waiters.append(waiter)
+            try:
+                async with asyncio.timeout(remaining):
+                    await waiter
+            except TimeoutError:
+                pass
+            finally:
+                if waiter in self._seq_waiters:
+                    self._seq_waiters.remove(waiter)
+            seq = window.take()
+            if seq:
+                return seq
+
+    def _wake_seq_waiters(self) -> None:
+        waiters, self._seq_waiters = self._seq_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _attempt(
         self, message: Request, seq: int, deadline: float, endpoint: str | None

@@ -1,7 +1,9 @@
 """``Client``: the blocking client, for threads. Same methods, names and results as
 ``AsyncClient`` (``aio.py``); both share ``_core`` (decisions), ``_base`` (setup and
-retry settings) and ``_engine`` (the I/O thread). A ``Client`` may be shared by many
-threads: every call is independent, and calls made at the same time travel together.
+retry settings) and ``_engine`` (I/O: here a ``ThreadEngine``). A ``Client`` may be
+shared by many threads: every call is independent, and calls made at the same time
+travel together. A call made while no other is in flight does its I/O in the calling
+thread (no thread switch); one made while others are in flight joins them.
 
 Every call has a deadline (``timeout``, default the client's): attempts go to the
 leader if known, else the endpoint that answered last, else the next one; an attempt
@@ -10,7 +12,11 @@ a request that is safe to repeat (reads, and writes carrying their exactly-once
 ``seq``), is retried elsewhere with backoff until the deadline. Then the call raises
 ``pnyx TimeoutError`` (or ``NoEndpointError`` if no node could be reached at all).
 
-This module waits; it must never touch a socket (that is the engine's thread).
+Writes carry exactly-once sequence numbers: at most ``MAX_WRITES_IN_FLIGHT`` (64) ahead
+of the oldest unfinished write of this client (see ``_core``); a write beyond waits
+for room, within its deadline.
+
+This module waits; it must never touch a socket (that is the engine's job).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import tenacity
 from pnyx.clients import _core
 from pnyx.clients._base import ClientBase
 from pnyx.clients._core import KeyLike, StreamError, WatchCreated, WatchState
-from pnyx.clients._engine import Call, StreamSink, run_callback_safely
+from pnyx.clients._engine import Call, StreamSink, ThreadEngine, run_callback_safely
 from pnyx.clients.results import (
     CompactResult,
     DeleteResult,
@@ -94,6 +100,11 @@ class Client(ClientBase):
         attempt_timeout: float | None = None,
     ) -> None:
         super().__init__(endpoints, timeout=timeout, attempt_timeout=attempt_timeout)
+        self._engine: ThreadEngine = ThreadEngine(
+            self._selector, self._identity.client_id, name=f"pnyx-client-{id(self):x}"
+        )
+        self._seqs_changed = threading.Condition()
+        """Guards the identity's seq window; notified when it makes room or closes."""
         self._children: weakref.WeakSet[Watch | LeaseKeepAlive] = weakref.WeakSet()
 
     # ------------------------------------------------------------------ lifecycle
@@ -107,6 +118,8 @@ class Client(ClientBase):
             else:
                 child.close()
         self._engine.close()
+        with self._seqs_changed:
+            self._seqs_changed.notify_all()  # writes waiting for a seq: the client closed
         for child in children:
             child.close()
 
@@ -329,7 +342,17 @@ class Client(ClientBase):
         validate_request(message)
         total = self._timeout if timeout is None else timeout
         deadline = time.monotonic() + total
-        seq = self._identity.seq_for(message)
+        if not self._identity.needs_seq(message):
+            return self._attempts(message, 0, deadline, total, endpoint)
+        seq = self._take_seq(deadline, total)
+        try:
+            return self._attempts(message, seq, deadline, total, endpoint)
+        finally:
+            self._finish_seq(seq)
+
+    def _attempts(
+        self, message: Request, seq: int, deadline: float, total: float, endpoint: str | None
+    ) -> tuple[str, Response]:
         try:
             return self._attempt(message, seq, deadline, endpoint)
         except errors.PnyxError as exc:
@@ -342,6 +365,28 @@ class Client(ClientBase):
                 return self._attempt(message, seq, deadline, endpoint)
         raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
+    def _take_seq(self, deadline: float, total: float) -> int:
+        """The exactly-once seq of a new write, once the window has room for it."""
+        window = self._identity.seqs
+        with self._seqs_changed:
+            while True:
+                seq = window.take()
+                if seq:
+                    return seq
+                self._check_open()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.TimeoutError(
+                        f"no answer within {total:g}s: {window.size} writes of this "
+                        "client were ahead of it, the oldest still unfinished"
+                    )
+                self._seqs_changed.wait(remaining)
+
+    def _finish_seq(self, seq: int) -> None:
+        with self._seqs_changed:
+            if self._identity.seqs.finish(seq):
+                self._seqs_changed.notify_all()
+
     def _attempt(
         self, message: Request, seq: int, deadline: float, endpoint: str | None
     ) -> tuple[str, Response]:
@@ -349,10 +394,7 @@ class Client(ClientBase):
         if remaining <= 0:
             raise errors.TimeoutError("deadline passed before the attempt")
         call = Call(message, seq, min(self._attempt_timeout, remaining), endpoint=endpoint)
-        self._engine.submit(call)
-        assert call.lock is not None
-        if not call.lock.acquire(timeout=call.timeout + _WAIT_SLACK):
-            raise errors.TimeoutError("the client's I/O thread did not answer")
+        self._engine.call(call, _WAIT_SLACK)
         if call.error is not None:
             raise call.error
         response = call.response

@@ -8,7 +8,8 @@ its own connections and watches. Tests inject faults with ``hook`` (answer a req
 with an error, or drop it unapplied), ``drop_replies`` (apply, then lose the answer),
 ``stop()``/``start()`` (the node dies and comes back on the
 same port), ``silent`` (the node stays connected but never answers) and
-``cancel_watches`` (the node cuts its watchers off).
+``cancel_watches`` (the node cuts its watchers off) and ``refuse_messages`` (the node
+answers a whole message with request id 0, as it does one it cannot decode).
 
 Semantics follow etcd closely enough for protocol tests (one revision per write,
 per-revision watch responses, compaction, leases without expiry); it is not a model of
@@ -134,6 +135,9 @@ class FakeServer:
         self.silent = False
         self.drop_replies = 0
         """Apply the next this-many mutating requests but swallow their replies."""
+        self.refuse_messages = 0
+        """Refuse the next this-many messages as a whole, as a node refuses one it cannot
+        decode: one error reply with request id 0, nothing of the message applied."""
         self.received: list[Envelope] = []
         self.messages = 0
         """ZeroMQ messages received (each a batch of envelopes)."""
@@ -276,8 +280,13 @@ class FakeServer:
         self.messages += 1
         replies: list[Envelope] = []
         try:
+            if self.refuse_messages > 0:
+                self.refuse_messages -= 1
+                raise errors.InvalidRequestError("refused: malformed message")
             decoded = decode_batch(data)
-        except errors.PnyxError:
+        except errors.PnyxError as exc:
+            refusal = Envelope(0, error_response_from_exception(exc))
+            router.send_multipart([routing_id, encode_batch([refusal])])
             return
         for item in decoded:
             if isinstance(item, DecodeError):

@@ -3,6 +3,8 @@ choice, retry decisions and watch resume bookkeeping. No sockets, no threads."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -115,12 +117,77 @@ def test_selector_learns_the_leader_from_response_headers() -> None:
 def test_only_mutating_requests_get_a_seq_and_seqs_increase() -> None:
     identity = _core.Identity()
     assert len(identity.client_id) == 16
-    assert identity.seq_for(RangeRequest(b"k")) == 0
-    assert identity.seq_for(PutRequest(b"k")) == 1
-    assert identity.seq_for(StatusRequest()) == 0
-    assert identity.seq_for(DeleteRangeRequest(b"k")) == 2
-    assert identity.seq_for(TxnRequest()) == 3
+    assert not identity.needs_seq(RangeRequest(b"k"))
+    assert not identity.needs_seq(StatusRequest())
+    assert all(identity.needs_seq(m) for m in (PutRequest(b"k"), DeleteRangeRequest(b"k")))
+    assert identity.needs_seq(TxnRequest())
+    assert [identity.seqs.take() for _ in range(3)] == [1, 2, 3]
     assert _core.Identity().client_id != identity.client_id
+
+
+def test_the_seq_window_stops_a_stuck_write_from_being_overtaken_too_far() -> None:
+    window = _core.SeqWindow(size=4)
+    assert [window.take() for _ in range(4)] == [1, 2, 3, 4]
+    assert window.take() == 0  # 5 would be 4 ahead of the unfinished 1
+    assert not window.finish(3) and not window.finish(2) and not window.finish(4)
+    assert window.take() == 0 and window.in_flight == 1  # all wait for 1
+    assert window.finish(1)
+    assert [window.take() for _ in range(5)] == [5, 6, 7, 8, 0]
+    assert not window.finish(99)  # not ours: ignored
+    assert window.in_flight == 4
+
+
+class _ServerDedup:
+    """The node's exactly-once table as DedupTable keeps it for one client: the last
+    ``window`` applied seqs in apply order; a retry of a forgotten seq is refused."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.answers: dict[int, None] = {}
+        self.floor = 0
+
+    def apply(self, seq: int) -> None:
+        if seq in self.answers:
+            return  # a duplicate: answered from the table
+        assert seq > self.floor, f"seq {seq} refused as too old (floor {self.floor})"
+        self.answers[seq] = None
+        while len(self.answers) > self.window:
+            oldest = next(iter(self.answers))
+            del self.answers[oldest]
+            self.floor = max(self.floor, oldest)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_with_the_seq_window_a_retry_is_never_older_than_the_nodes_window(seed: int) -> None:
+    # Writes are applied in any order, some several times (lost answers retried), and
+    # finished in any order; one may stay stuck for a long time. Every application of
+    # an unfinished write must still be answerable by a node keeping 128 seqs.
+    rng = random.Random(seed)
+    window = _core.SeqWindow()
+    server = _ServerDedup(128)
+    unfinished: list[int] = []
+    for _ in range(3000):
+        seq = window.take()
+        if seq:
+            unfinished.append(seq)
+        if unfinished and rng.random() < 0.7:
+            # Stuck writes: the oldest one is rarely the one that makes progress.
+            index = rng.randrange(len(unfinished)) if rng.random() < 0.95 else 0
+            server.apply(unfinished[index])
+            if rng.random() < 0.8:
+                window.finish(unfinished.pop(index))
+    for seq in unfinished:
+        server.apply(seq)
+
+
+def test_a_whole_message_refused_fails_its_only_attempt_with_the_nodes_error() -> None:
+    cause = errors.RequestTooLargeError("message of 9 MiB over the limit")
+    assert _core.whole_message_refused("tcp://a:1", cause, 1) is cause
+    several = _core.whole_message_refused("tcp://a:1", cause, 3)
+    assert isinstance(several, errors.UnavailableError) and "RequestTooLargeError" in str(several)
+    # An unknown outcome: writes with a seq are retried, membership changes are not.
+    assert _core.should_retry(PutRequest(b"k"), 7, several)
+    assert not _core.should_retry(MemberAddRequest(("tcp://x:1",)), 0, several)
 
 
 # --------------------------------------------------------------------------- arguments

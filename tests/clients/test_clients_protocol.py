@@ -4,6 +4,7 @@ without gap or duplicate, compaction, progress) and lease keep-alive."""
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import socket
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from pnyx.clients import (
+    AsyncClient,
     ClientError,
     CompactedError,
     EventType,
@@ -22,9 +24,12 @@ from pnyx.clients import (
     MemberError,
     NoEndpointError,
     TimeoutError,
+    UnavailableError,
     WatchBatch,
+    _core,
 )
 from pnyx.clients import _engine as engine_module
+from pnyx.clients._core import MAX_WRITES_IN_FLIGHT
 from pnyx.clients._engine import Call
 from pnyx.core import errors
 from pnyx.core.wire import (
@@ -61,6 +66,19 @@ def of_type(server: Any, message_type: type) -> list[Any]:
 
 def puts(server: Any) -> list[Any]:
     return of_type(server, PutRequest)
+
+
+def _queue_together(kv: Any, calls: list[Call]) -> None:
+    """Queue ``calls`` for the client's engine at once (no call runs them itself), so
+    that whoever runs the engine next takes them all in one go."""
+    engine = kv._engine
+    for call in calls:
+        call.lock = threading.Lock()
+        call.lock.acquire()
+    with engine._lock:
+        engine._queue.extend(calls)
+        engine._wake_locked()
+    engine._work.set()
 
 
 # --------------------------------------------------------------------------- operations
@@ -169,12 +187,8 @@ def test_many_calls_queued_together_travel_in_one_message(
     kv = make_client([fake.endpoint])
     kv.put("warm", "up")
     before = fake.messages
-    engine = kv._engine
     calls = [Call(PutRequest(b"k%d" % i, b"v"), 100 + i, 5.0) for i in range(300)]
-    # Queue them while the engine cannot drain, then wake it once.
-    with engine._lock:
-        engine._queue.extend(calls)
-        engine._wake_locked()
+    _queue_together(kv, calls)
     for call in calls:
         assert call.lock is not None and call.lock.acquire(timeout=10)
         assert call.error is None
@@ -203,6 +217,81 @@ def test_concurrent_callers_share_messages_and_get_distinct_seqs(
     seqs = [e.seq for e in puts(fake)]
     assert len(seqs) == len(set(seqs)) == 201
     assert len({e.client_id for e in puts(fake)}) == 1
+
+
+def test_a_lone_call_does_its_io_in_the_calling_thread(fake: Any, make_client: MakeClient) -> None:
+    kv = make_client([fake.endpoint])
+    kv.put("warm", "up")
+    engine = kv._engine
+    receiving_threads: list[str] = []
+    receive = engine._receive
+
+    def spy(connection: Any) -> bool:
+        receiving_threads.append(threading.current_thread().name)
+        result: bool = receive(connection)
+        return result
+
+    engine._receive = spy
+    for i in range(5):
+        kv.put(f"lone/{i}", "v")
+        assert kv.get(f"lone/{i}").kvs[0].value == b"v"
+    assert set(receiving_threads) == {threading.current_thread().name}
+    # ... and while another call is in flight, a caller joins it instead.
+    fake.silent = True
+    blocked = threading.Thread(target=lambda: kv.get("slow", timeout=30), daemon=True)
+    blocked.start()
+    wait_until(lambda: any(e.message.key == b"slow" for e in of_type(fake, RangeRequest)))
+    fake.silent = False
+    receiving_threads.clear()
+    kv.put("joined", "v")
+    blocked.join(10)
+    assert engine._thread.name in receiving_threads
+
+
+def test_a_message_refused_as_a_whole_fails_its_attempts_at_once(
+    fake: Any, make_client: MakeClient
+) -> None:
+    kv = make_client([fake.endpoint], timeout=30.0, attempt_timeout=30.0)
+    kv.put("warm", "up")
+    # One attempt in flight: it was in the refused message; the node's error, at once.
+    fake.refuse_messages = 1
+    started = time.monotonic()
+    with pytest.raises(InvalidRequestError):
+        kv.put("k", "v")
+    assert time.monotonic() - started < 20  # not the 30 s attempt timeout
+    # Several in flight: which were in it is unknown; each fails with an unknown outcome.
+    fake.refuse_messages = 1
+    calls = [Call(PutRequest(b"k%d" % i, b"v"), 900 + i, 30.0) for i in range(3)]
+    _queue_together(kv, calls)
+    for call in calls:
+        assert call.lock is not None and call.lock.acquire(timeout=20)
+        assert isinstance(call.error, UnavailableError)
+    # ... which the public API retries, exactly once, for a write.
+    assert _core.should_retry(PutRequest(b"k"), 7, calls[0].error)
+    assert kv.put("after", "v").revision > 0
+
+
+def test_writes_in_flight_are_capped_by_the_seq_window(fake: Any) -> None:
+    async def main() -> None:
+        async with AsyncClient([fake.endpoint], timeout=60.0, attempt_timeout=1.0) as kv:
+            await kv.put("warm", "up")
+            first = kv._identity.seqs.take()  # seq 2; finished below
+            kv._identity.seqs.finish(first)
+            fake.silent = True
+            writes = [asyncio.ensure_future(kv.put(f"w{i}", "v")) for i in range(100)]
+            deadline = time.monotonic() + 20
+            while len({e.seq for e in puts(fake)}) < 1 + MAX_WRITES_IN_FLIGHT:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            # 64 writes sent and unanswered: the 65th waits for the oldest to finish.
+            assert kv._identity.seqs.in_flight == MAX_WRITES_IN_FLIGHT
+            assert max(e.seq for e in puts(fake)) == first + MAX_WRITES_IN_FLIGHT
+            fake.silent = False
+            # The node answers the retries; the window moves and everything completes.
+            results = await asyncio.gather(*writes)
+            assert len({r.revision for r in results}) == 100
+
+    asyncio.run(asyncio.wait_for(main(), 60))
 
 
 # --------------------------------------------------------------------------- failover
@@ -517,9 +606,7 @@ def test_requests_over_the_message_size_limit_are_split_across_messages(
     before = fake.messages
     value = b"x" * (1536 * 1024 - 100)
     calls = [Call(PutRequest(b"big%d" % i, value), 50 + i, 10.0) for i in range(5)]
-    with kv._engine._lock:
-        kv._engine._queue.extend(calls)
-        kv._engine._wake_locked()
+    _queue_together(kv, calls)
     for call in calls:
         assert call.lock is not None and call.lock.acquire(timeout=20)
         assert call.error is None, call.error
