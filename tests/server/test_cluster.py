@@ -431,24 +431,23 @@ def test_sigterm_of_the_leader_hands_over_without_a_failed_write(fresh: LocalClu
     old_leader = fresh.leader()
     others = [fresh.endpoint(name) for name in fresh.names if name != old_leader]
     # The watch starts on the node about to stop: its stream must resume elsewhere.
-    with (
-        WatchRecorder([fresh.endpoint(old_leader), *others], "w") as watch,
-        Writers(fresh.endpoints) as writers,
-    ):
-        writers.wait_for_more(100)
-        started = time.monotonic()
-        assert fresh.stop(old_leader) == 0
-        handover = time.monotonic() - started
-        writers.wait_for_more(100)
+    with WatchRecorder([fresh.endpoint(old_leader), *others], "w") as watch:
+        with Writers(fresh.endpoints) as writers:
+            writers.wait_for_more(100)
+            started = time.monotonic()
+            assert fresh.stop(old_leader) == 0
+            handover = time.monotonic() - started
+            writers.wait_for_more(100)
+        # The writers have stopped: every acknowledged write is at or below `last`.
         with Client(others, timeout=10.0) as kv:
             last = kv.get("w", prefix=True).revision
+        wait_for(lambda: watch.seen_up_to(last), 20.0, "the watch to deliver every write")
     assert writers.failed == []
     new_leader = fresh.leader()
     assert new_leader != old_leader
     assert "node.transferring_leadership" in fresh.log_text(old_leader)
     for name in fresh.running_names():
         assert writers.acked <= keys_on(fresh, name, b"w", serializable=False)
-    wait_for(lambda: watch.seen_up_to(last), 20.0, "the watch to deliver every write")
     assert watch.errors == []
     revisions = [revision for revision, _ in watch.events]
     assert revisions == sorted(set(revisions)), "a watch event was repeated or reordered"
