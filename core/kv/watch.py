@@ -346,9 +346,21 @@ class WatchHub:
         if not matched:
             return
         events = self.store.events(revision)
+        header = ResponseHeader(revision=revision)
+        # Watchers that want the same events the same way share one prepared tuple (and
+        # the server encodes a shared tuple once): a hundred watchers of one prefix cost
+        # a hundred small responses, not a hundred copies of the events.
+        prepared: dict[tuple[tuple[int, ...], bool, bool, bool], tuple[tuple[Event, ...], int]]
+        prepared = {}
         for watcher, positions in matched.values():
-            if revision >= watcher.start_revision:
-                self._deliver(watcher, revision, [events[p] for p in positions], live=True)
+            if revision < watcher.start_revision:
+                continue
+            way = (tuple(positions), watcher.prev_kv, watcher.no_put, watcher.no_delete)
+            ready = prepared.get(way)
+            if ready is None:
+                ready = prepared[way] = self._prepare(watcher, [events[p] for p in positions])
+            if ready[0]:
+                self._deliver_prepared(watcher, header, ready[0], ready[1], live=True)
 
     def compacted(self) -> None:
         """History was compacted: cancel catching-up watchers that now read below it."""
@@ -463,6 +475,15 @@ class WatchHub:
         )
 
     def _deliver(self, watcher: _Watcher, revision: int, events: list[Event], live: bool) -> None:
+        prepared, size = self._prepare(watcher, events)
+        if prepared:
+            header = ResponseHeader(revision=revision)
+            self._deliver_prepared(watcher, header, prepared, size, live)
+
+    @staticmethod
+    def _prepare(watcher: _Watcher, events: list[Event]) -> tuple[tuple[Event, ...], int]:
+        """The events as ``watcher`` gets them (filters applied, ``prev_kv`` only if it
+        asked) and their size; empty when the filters leave nothing."""
         if watcher.no_put or watcher.no_delete:
             events = [
                 e
@@ -473,23 +494,32 @@ class WatchHub:
                 )
             ]
             if not events:
-                return
+                return (), 0
         with_prev = watcher.prev_kv
         size = 0
         for event in events:
             size += _event_size(event, with_prev)
         if not with_prev:
             events = [e if e.prev_kv is None else Event(e.type, e.kv) for e in events]
-        header = ResponseHeader(revision=revision)
+        return tuple(events), size
+
+    def _deliver_prepared(
+        self,
+        watcher: _Watcher,
+        header: ResponseHeader,
+        events: tuple[Event, ...],
+        size: int,
+        live: bool,
+    ) -> None:
         chunk = self.limits.fragment_events
         if watcher.fragment and len(events) > chunk:
             for start in range(0, len(events), chunk):
-                part = tuple(events[start : start + chunk])
+                part = events[start : start + chunk]
                 last = start + chunk >= len(events)
                 response = WatchResponse(header, watcher.watch_id, events=part, fragment=not last)
                 self._enqueue(watcher, response, len(part), size * len(part) // len(events))
         else:
-            response = WatchResponse(header, watcher.watch_id, events=tuple(events))
+            response = WatchResponse(header, watcher.watch_id, events=events)
             self._enqueue(watcher, response, len(events), size)
         if live and (
             watcher.outbox_events > self.limits.max_outbox_events

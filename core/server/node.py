@@ -1334,11 +1334,13 @@ class Node:
             deliveries = hub.drain(1024)
             if not deliveries:
                 return
+            # Many watchers get the same events (the hub shares the tuple): encode once.
+            memo: dict[int, Any] = {}
             for delivery in deliveries:
                 stream = self._watch_streams.get(delivery.watch_id)
                 if stream is None:
                     continue
-                self._reply(stream[0], stream[1], delivery.response)
+                self._reply_wire(stream[0], stream[1], self._wire(delivery.response, memo))
                 if delivery.response.canceled:
                     self._forget_watch(delivery.watch_id)
 
@@ -1397,7 +1399,7 @@ class Node:
             leader_id=self._leader_id,
         )
 
-    def _wire(self, response: Response) -> list[Any]:
+    def _wire(self, response: Response, memo: dict[int, Any] | None = None) -> list[Any]:
         """``[tag, body]`` of ``response`` stamped with this member's header (its id, the
         term, the leader; the revision stays the response's own, or the current one).
         Encoded straight to wire form: no new response or header object per reply."""
@@ -1406,7 +1408,7 @@ class Node:
         raft = self.raft
         stamp = header_to_wire(self.id, revision, raft.term, self._leader_id)
         try:
-            return response_to_wire(response, stamp)
+            return response_to_wire(response, stamp, memo)
         except PnyxError as error:
             # Not encodable (a bug): the client still gets an answer.
             return response_to_wire(error_response_from_exception(error), stamp)

@@ -262,13 +262,20 @@ def header_to_wire(
     return [cluster_id, member_id, revision, raft_term, leader_id]
 
 
-def response_to_wire(response: Message, header: list[Any]) -> list[Any]:
+def response_to_wire(
+    response: Message, header: list[Any], memo: dict[int, Any] | None = None
+) -> list[Any]:
     """``[tag, body]`` of a response, as ``message_to_wire`` gives it, but with
     ``header`` (a ``header_to_wire`` list) in place of the response's own header: the
-    answering server's stamp, without building a new response object for it."""
+    answering server's stamp, without building a new response object for it.
+
+    ``memo``, if given, is a dict the caller keeps while it encodes many responses that
+    share tuples (the same events going to many watchers): each shared tuple of nested
+    values is encoded once. It holds on to the tuples it saw, so it must not outlive
+    the batch of responses it serves."""
     try:
         cls = type(response)
-        return [TAG_OF[cls], _STAMPED_ENCODERS[cls](response, header)]
+        return [TAG_OF[cls], _STAMPED_ENCODERS[cls](response, header, memo)]
     except (KeyError, AttributeError, TypeError) as exc:
         raise InvalidRequestError(f"cannot encode {type(response).__name__}: {exc}") from None
 
@@ -436,7 +443,7 @@ _PRIMITIVES = (int, bool, bytes, str)
 
 _DECODERS: dict[type, Callable[[Any, int], Any]] = {}
 _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {}
-_STAMPED_ENCODERS: dict[type, Callable[[Any, list[Any]], list[Any]]] = {}
+_STAMPED_ENCODERS: dict[type, Callable[[Any, list[Any], dict[int, Any] | None], list[Any]]] = {}
 """For each response class (a class with a ``header`` field): its encoder taking the
 header's wire form as a second argument instead of encoding the response's own."""
 
@@ -583,6 +590,19 @@ class _Generator:
             return f"[{item_expr} for item in {expr}]"
         raise TypeError(f"codec: no wire form for {expr}: {hint!r}")
 
+    def encode_memo(self, hint: Any, expr: str, plain: str) -> str:
+        """``plain`` (the encoding of ``expr``), or for a tuple of nested values the same
+        through the caller's memo (``_memo_items``)."""
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is not tuple or len(args) != 2 or args[1] is not Ellipsis:
+            return plain
+        item_expr = self.encode(args[0], "item")
+        if item_expr == "item":
+            return plain
+        if not item_expr.endswith("(item)"):  # pragma: no cover - no such field today
+            return plain
+        return f"_memo_items(memo, {expr}, {item_expr[: -len('(item)')]})"
+
     # ---- one class
 
     def add(self, cls: type) -> None:
@@ -613,11 +633,11 @@ class _Generator:
         lines.append(f"    return [{', '.join(encoded)}]")
         if "header" in fields:
             stamped = [
-                "h" if field == "header" else code
+                "h" if field == "header" else self.encode_memo(hints[field], f"m.{field}", code)
                 for field, code in zip(fields, encoded, strict=True)
             ]
             lines.append("")
-            lines.append(f"def _stamped_{name}(m, h):")
+            lines.append(f"def _stamped_{name}(m, h, memo):")
             lines.append(f"    return [{', '.join(stamped)}]")
         self.sources.append("\n".join(lines))
 
@@ -630,6 +650,7 @@ class _Generator:
             "_too_deep": _too_deep,
             "_decode_tagged": _decode_tagged,
             "_encode_tagged": _encode_tagged,
+            "_memo_items": _memo_items,
             "_DECODERS": _DECODERS,
             "_ENCODERS": _ENCODERS,
             "InvalidRequestError": InvalidRequestError,
@@ -644,6 +665,22 @@ class _Generator:
                 _ENCODERS[self.namespace[key[8:]]] = value
             elif key.startswith("_stamped_") and key[9:] in self.namespace:
                 _STAMPED_ENCODERS[self.namespace[key[9:]]] = value
+
+
+def _memo_items(
+    memo: dict[int, Any] | None, items: tuple[Any, ...], encode: Callable[[Any], Any]
+) -> list[Any]:
+    """``[encode(item) for item in items]``, once per distinct tuple while ``memo``
+    lives. The memo keeps each tuple it saw, so an id cannot be reused by another tuple
+    while it lives."""
+    if memo is None:
+        return [encode(item) for item in items]
+    key = id(items)
+    hit = memo.get(key)
+    if hit is None or hit[0] is not items:
+        hit = memo[key] = (items, [encode(item) for item in items])
+    encoded: list[Any] = hit[1]
+    return encoded
 
 
 def _holds_ops(hint: Any) -> bool:

@@ -276,3 +276,25 @@ def test_future_start_revision_waits_for_it() -> None:
     for _ in range(4):
         store.put(PutRequest(b"k"))
     assert revisions(drain_all(hub)) == [4, 5]
+
+
+def test_watchers_wanting_the_same_events_share_them_and_the_others_get_their_own() -> None:
+    store, hub = make()
+    plain = [hub.create(WatchCreateRequest(b"p/", b"p0")).watch_id for _ in range(3)]
+    with_prev = hub.create(WatchCreateRequest(b"p/", b"p0", prev_kv=True)).watch_id
+    no_put = hub.create(WatchCreateRequest(b"p/", b"p0", filters=(WatchFilterType.NOPUT,)))
+    store.put(PutRequest(b"p/a", b"1"))
+    store.put(PutRequest(b"p/a", b"2"))
+    by_watch: dict[int, list[WatchResponse]] = {}
+    for _ in range(100):
+        for delivery in hub.drain(100):
+            by_watch.setdefault(delivery.watch_id, []).append(delivery.response)
+        if not hub.pending:
+            break
+    assert no_put.watch_id not in by_watch  # nothing but puts happened
+    second = [by_watch[watch_id][1] for watch_id in plain]
+    assert second[0].events is second[1].events is second[2].events
+    assert second[0].events[0].prev_kv is None
+    prev = by_watch[with_prev][1].events[0].prev_kv
+    assert prev is not None and prev.value == b"1"
+    assert [r.header.revision for r in by_watch[with_prev]] == [2, 3]

@@ -176,6 +176,27 @@ def test_a_stamped_response_decodes_as_the_response_with_the_stamp(cls: type) ->
     check()
 
 
+def test_a_memo_encodes_a_shared_tuple_once_and_changes_nothing() -> None:
+    kv = messages.KeyValue(b"k", 1, 2, 1, b"v")
+    events = (messages.Event(messages.EventType.PUT, kv),)
+    header = header_to_wire(1, 2, 3, 4)
+    memo: dict[int, Any] = {}
+    first = response_to_wire(
+        messages.WatchResponse(messages.ResponseHeader(), 1, events=events), header, memo
+    )
+    second = response_to_wire(
+        messages.WatchResponse(messages.ResponseHeader(), 2, events=events), header, memo
+    )
+    plain = response_to_wire(
+        messages.WatchResponse(messages.ResponseHeader(), 2, events=events), header
+    )
+    assert second == plain and first[1][6] is second[1][6] and len(memo) == 1
+    other = response_to_wire(messages.RangeResponse(messages.ResponseHeader(), (kv,)), header, memo)
+    assert other == response_to_wire(
+        messages.RangeResponse(messages.ResponseHeader(), (kv,)), header
+    )
+
+
 def test_every_response_class_can_be_stamped() -> None:
     assert {cls.__name__ for cls in RESPONSES} == {
         cls.__name__ for cls in ALL_TAGGED if cls.__name__.endswith("Response")
