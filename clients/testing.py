@@ -6,7 +6,8 @@ node finds its port taken), waits with a deadline until the cluster has a leader
 a fixed sleep), and offers fault injection by pid: ``kill`` (SIGKILL), ``stop``
 (SIGTERM), ``pause``/``resume`` (SIGSTOP/SIGCONT), ``restart``, ``partition``/``heal``
 (through each node's test-only admin socket, which drops peer traffic to named members),
-and ``add_member`` (a new node joining at runtime). It always kills every process it
+``expire_lease`` (a session's lease ends on the servers, as if its TTL ran out) and
+``add_member`` (a new node joining at runtime). It always kills every process it
 started, by pid, on exit - even when the test failed - and then keeps the node logs
 (and prints their tails) if the test failed.
 
@@ -42,12 +43,14 @@ import attrs
 import msgpack  # type: ignore[import-untyped]  # ships no type information
 import zmq
 
-from pnyx.core.errors import PnyxError
+from pnyx.core.errors import LeaseNotFoundError, PnyxError
 from pnyx.core.wire.codec import DecodeError, decode_batch, encode_batch
 from pnyx.core.wire.messages import (
     MUTATING_REQUESTS,
     Envelope,
     ErrorResponse,
+    LeaseRevokeRequest,
+    LeaseRevokeResponse,
     MemberAddRequest,
     MemberAddResponse,
     Message,
@@ -613,6 +616,25 @@ class LocalCluster:
         reply = msgpack.unpackb(admin.recv(), raw=False)
         if reply != ["ok"]:
             raise ClusterError(f"admin command {command} on {name} failed: {reply}")
+
+    def expire_lease(self, lease_id: int, timeout: float = 10.0) -> None:
+        """End the lease ``lease_id`` on the servers now, as its TTL running out would:
+        the leader revokes it through the log and every key attached to it is deleted in
+        one revision. Use it to test how code reacts to a lost session
+        (``cluster.expire_lease(session.lease_id)``)."""
+
+        def revoke() -> bool | None:
+            try:
+                reply = self.connection(self.leader()).call(
+                    LeaseRevokeRequest(lease_id), timeout=1.0
+                )
+            except LeaseNotFoundError:
+                raise
+            except PnyxError:
+                return None  # no leader yet, or it moved: ask again
+            return True if isinstance(reply, LeaseRevokeResponse) else None
+
+        wait_for(revoke, timeout, f"the leader to revoke lease {lease_id:x}", interval=0.1)
 
     def partition(self, *groups: Sequence[str]) -> None:
         """Cut peer traffic between the groups (nodes not listed form one more group).
