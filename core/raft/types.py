@@ -247,7 +247,12 @@ class Ready:
        stable log starting at ``entries[0].index``), then ``hard_state`` (if not None).
        When ``must_sync`` is true, fsync before going on.
     2. Only then send ``messages``. (A vote or an append acknowledgement must never
-       leave the node before the state it depends on is durable.)
+       leave the node before the state it depends on is durable.) One exception is
+       allowed: while the node is leader, its AppendRequests, heartbeats and snapshots
+       may be sent before its own write of the same Ready completes (Raft thesis
+       10.2.1), because the core counts the leader's own copy of an entry toward commit
+       only after ``advance``. ``pnyx.core.server`` does this; the simulator keeps the
+       strict order.
     3. Apply ``snapshot`` (if any) to the state machine, then ``committed_entries`` in
        order. Answer ``read_states`` once the applied index reaches their index.
     4. Call ``RaftNode.advance(ready)`` with this very object.
