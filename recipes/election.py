@@ -25,10 +25,11 @@ are guarded by the token (a txn comparing the key's create revision), so a depos
 leader can neither overwrite the new leader's value nor delete its key.
 
 ``observe()`` yields the leader (a ``Contender``: key, lease, token, value, and
-``since``, here the revision of the leader key's last write - its win or its last
-proclaim) at once and then at every change - a new leader, a proclaimed value, and **None when no
-candidate is left** - from one consistent watch of the election's keys, resumed without
-gap after failover (and re-listed if its start revision was compacted).
+``since``, here the revision of the leader key's last write - its campaign or its last
+proclaim; winning writes nothing, so a handoff costs no extra round trip) at once and
+then at every change - a new leader, a proclaimed value, and **None when no candidate is
+left** - from one consistent watch of the election's keys, resumed without gap after
+failover (and re-listed if its start revision was compacted).
 
 What happens on:
 
@@ -362,7 +363,7 @@ class Election:
 
 def _changed(before: Contender | None, after: Contender | None) -> bool:
     """A new leader, a new value, or nobody / somebody: what observers are told. (A
-    leader's own bookkeeping write, which keeps key, term and value, is not a change.)"""
+    write that keeps key, term and value - a proclaim of the same value - is not one.)"""
     if before is None or after is None:
         return before is not after
     return (before.key, before.token, before.value) != (after.key, after.token, after.value)

@@ -17,9 +17,22 @@ its session's lease) if absent; the key's create revision orders the line (FIFO)
 the **fencing token** (strictly increasing per lock name, as revisions are). A contender
 holds the lock when no key under ``<name>/`` has a lower create revision. Otherwise it
 watches only its predecessor - the key with the next-lower create revision - for
-deletion, then looks again: one release wakes one waiter. After waiting it re-checks,
-in the same guarded write that records when it took the lock, that its own key still
-exists with its token (its session may have expired meanwhile).
+deletion, then looks again: one release wakes one waiter.
+
+Round trips (what a lock handoff costs): joining the line is ONE transaction, which
+puts the key and reads the two newest keys of the line in the same revision (ours and
+our predecessor, if any): no predecessor, and the lock is held. After the predecessor's
+deletion at revision ``R``, ONE read of the line *at* ``R`` re-checks that our own key
+still exists with our token (the session may have expired while waiting) and looks for
+a key still ahead of us: none, and the lock is held since ``R`` exactly (the
+key-deletion monitor then watches our key from ``R + 1``, so a loss after ``R`` is
+reported). That read is serializable: the line at a committed revision is the same on
+every node that has applied it (one that has not says so, and then the read is made
+linearizable), so it needs no consensus round. A handoff is thus the holder's guarded
+delete, the watch event, and one local read - no write.
+``RWLock``'s read side and ``Semaphore`` decide differently who blocks them; they read
+their line separately and record their promotion with a guarded write of their key
+(which ``Semaphore``'s later waiters watch for).
 
 - ``acquire(timeout)`` raises ``LockTimeoutError`` and ``try_acquire()`` returns False;
   either way, and when an asyncio wait is cancelled or a blocking one interrupted, the
@@ -121,7 +134,10 @@ class Contender:
     token: int
     """The key's create revision: its place in line, and its fencing token."""
     since: int
-    """The revision since which it holds (waiters: since which it waits)."""
+    """Waiters: the revision since which they wait (their token). Holders: the revision
+    of their key's last write - when they joined the line, or an election leader's last
+    proclaim; a holder's own ``since`` property says when it took the lock (a lock taken
+    after a wait writes nothing then: that would cost a round trip per handoff)."""
     value: bytes
     ttl: int | None = None
     """Seconds its lease has left (-1: gone) when asked; None: not asked."""
@@ -218,6 +234,12 @@ class Queued:
         again. Default: the predecessor (any key of the line created before ours)."""
         return await self._predecessor(self._prefix, prefix_end(self._prefix))
 
+    def _line_is_default(self) -> bool:
+        """Whether this contender is blocked by anyone ahead of it in its whole line
+        (``Lock``, ``Election``, ``RWLock``'s write side): then joining and looking again
+        are one request each, and taking the lock after a wait writes nothing."""
+        return type(self)._blocker is Queued._blocker
+
     async def _predecessor(self, start: bytes, end: bytes) -> _Wait | None:
         """Watch the key of ``[start, end)`` with the next-lower create revision."""
         result = await self._kv().get(
@@ -248,19 +270,19 @@ class Queued:
         if self._on_lost is not None:
             self.lost.add_callback(self._on_lost)
         try:
-            await self._enqueue()
+            blocker = await self._enqueue()
             waited = False
-            blocker = await self._blocker()
             while blocker is not None:
                 if not wait:
                     await self._dequeue()
                     session.unclaim(self._key, self)
                     return False
                 waited = True
-                await self._wait_change(blocker, deadline)
+                revision = await self._wait_change(blocker, deadline)
                 session.check()
-                blocker = await self._blocker()
-            await self._confirm(waited)
+                blocker = await self._look_again(revision)
+            if waited and not self._line_is_default():
+                await self._confirm(waited)
         except BaseException:
             await self._cleanup()
             raise
@@ -269,27 +291,104 @@ class Queued:
         self._start_monitor()
         return True
 
-    async def _enqueue(self) -> None:
-        """Put our key if absent; learn its create revision (the token)."""
+    async def _enqueue(self) -> _Wait | None:
+        """Put our key if absent and learn its create revision (the token); what blocks
+        us then (None: our turn). For a default line, one transaction does it all."""
         key = self._key
         session = self._session
+        default = self._line_is_default()
+        success: list[Op] = [op.put(key, self._value, lease=session.lease_id)]
+        if default:
+            # Read in the same revision, after the put: ours is the newest key of the
+            # line, so the two newest are ours and our predecessor's.
+            success.append(
+                op.get(
+                    self._prefix,
+                    range_end=prefix_end(self._prefix),
+                    sort_target="create",
+                    sort_order="descend",
+                    limit=2,
+                    keys_only=True,
+                )
+            )
         result = await self._kv().txn(
-            compare=[cmp.create(key) == 0],
-            success=[op.put(key, self._value, lease=session.lease_id)],
-            failure=[op.get(key)],
+            compare=[cmp.create(key) == 0], success=success, failure=[op.get(key)]
         )
         if result.succeeded:
-            self._token = result.revision
-            return
+            self._token = self._since = result.revision
+            if default:
+                return self._ahead(result.responses[1], result.revision)
+            return await self._blocker()
         # Our key exists already: left by an attempt of ours whose answer was lost.
         existing = _first_kv(result.responses[0])
         if existing is None or existing.lease != session.lease_id:
             raise errors.RecipeError(f"{key!r} exists with another lease")
-        self._token = existing.create_revision
+        self._token = self._since = existing.create_revision
+        if default:
+            return await self._look_again(0)
+        return await self._blocker()
 
-    async def _wait_change(self, blocker: _Wait, deadline: float) -> None:
-        """Wait until the watched key(s) change, or raise ``LockTimeoutError`` at the
-        deadline / ``SessionExpiredError`` when the session ends."""
+    def _ahead(self, line: object, revision: int) -> _Wait | None:
+        """From ``_line_query``'s answer read at ``revision``: what to watch (the key just
+        ahead of ours), or None if nothing is (then we hold, since ``revision``). Raises
+        ``SessionExpiredError`` if our key is not there with our token."""
+        kvs = line.kvs if isinstance(line, GetResult) else ()
+        if not kvs or kvs[0].key != self._key or kvs[0].create_revision != self._token:
+            raise errors.SessionExpiredError(
+                f"{self.what} {self._key!r}: our key vanished while waiting (session expired)"
+            )
+        if len(kvs) > 1:
+            return _Wait(kvs[1].key, b"", revision)
+        self._since = revision
+        return None
+
+    async def _look_again(self, revision: int) -> _Wait | None:
+        """After a change (at ``revision``; 0: unknown, look now): what blocks us now.
+        A default line reads itself at that very revision, checking our key too."""
+        if not self._line_is_default():
+            return await self._blocker()
+        # Our key and the one just ahead of it: the two highest create revisions up to
+        # our token, keys only.
+        kv = self._kv()
+        start, end = self._prefix, prefix_end(self._prefix)
+        token = self._token
+        if revision:
+            # The line at ``revision`` is history: every node that has applied it gives
+            # the same answer, so a serializable read (no ReadIndex round) is exact. A
+            # node that has not applied it yet says so: then ask linearizably.
+            try:
+                result = await kv.get(
+                    start,
+                    range_end=end,
+                    revision=revision,
+                    serializable=True,
+                    max_create_revision=token,
+                    sort_target="create",
+                    sort_order="descend",
+                    limit=2,
+                    keys_only=True,
+                )
+                return self._ahead(result, revision)
+            except errors.FutureRevisionError:
+                pass
+            except errors.CompactedError:
+                revision = 0  # already compacted away: look at the line now
+        result = await kv.get(
+            start,
+            range_end=end,
+            revision=revision,
+            max_create_revision=token,
+            sort_target="create",
+            sort_order="descend",
+            limit=2,
+            keys_only=True,
+        )
+        return self._ahead(result, revision or result.revision)
+
+    async def _wait_change(self, blocker: _Wait, deadline: float) -> int:
+        """Wait until the watched key(s) change: the revision of the change (0 if the
+        watch failed and the line should just be read again). ``LockTimeoutError`` at
+        the deadline, ``SessionExpiredError`` when the session ends."""
         outcome = await wait_first(self._next_event(blocker), deadline, self._session.ended)
         if outcome is None:
             raise errors.LockTimeoutError(f"{self.what} {self._key!r}: timed out waiting")
@@ -299,8 +398,9 @@ class Queued:
                 f"{self.what} {self._key!r}: session ended while waiting"
                 + (f" ({error.message})" if error else "")
             )
+        return outcome
 
-    async def _next_event(self, blocker: _Wait) -> bool:
+    async def _next_event(self, blocker: _Wait) -> int:
         kv = self._kv()
         try:
             async with kv.watch(
@@ -312,16 +412,18 @@ class Queued:
                 async for batch in watch:
                     if batch.events:
                         self.wakeups += 1
-                        return True
+                        return batch.revision
         except errors.PnyxError as exc:
             # Compacted start or a watch that gave up: look at the line again.
             _log.info("waiter's watch failed", key=self._key, error=str(exc))
             await asyncio.sleep(RETRY_PAUSE)
-        return False
+        return 0
 
     async def _confirm(self, waited: bool) -> None:
-        """Our turn: check our key is still there with our token (after a wait the
-        session may have expired), and record since when we hold."""
+        """Our turn after waiting, on a line with its own blocker rule: check our key is
+        still there with our token (the session may have expired meanwhile) and record,
+        with a guarded write of it, since when we hold (``Semaphore``'s later waiters
+        watch for that write)."""
         key = self._key
         success: list[Op] = (
             [op.put(key, self._value, lease=self._session.lease_id)] if waited else []

@@ -207,10 +207,81 @@ def test_holder_and_waiters_introspection(kv: Client, name: str) -> None:
         thread.join(30)
         now = waiter.holder()
         assert now is not None and now.key == waiter.key
-        # It took the lock after waiting: "since" is the revision it took it at.
-        assert now.since == waiter.since > waiter.token
+        # It took the lock after waiting: its "since" is the revision it took it at, the
+        # one that deleted the previous holder's key; taking it wrote nothing, so the
+        # line shows when it joined.
+        assert waiter.since > waiter.token and now.since == waiter.token
+        assert kv.get(held.key, revision=waiter.since - 1).kvs
+        assert not kv.get(held.key, revision=waiter.since).kvs
         waiter.release()
         assert waiter.holder() is None
+
+
+def _record_requests(client: AsyncClient) -> list[str]:
+    """The names of the key-value requests ``client`` makes from now on (reads and
+    transactions; keep-alives and watches are left out)."""
+    sent: list[str] = []
+    request = client._request
+
+    async def recording(message: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(message).__name__ in ("RangeRequest", "TxnRequest"):
+            sent.append(type(message).__name__)
+        return await request(message, *args, **kwargs)
+
+    client._request = recording  # type: ignore[method-assign]
+    return sent
+
+
+def test_joining_is_one_transaction_and_taking_over_one_read(
+    shared_cluster: LocalCluster, kv: Client, name: str, until: Callable[..., Any]
+) -> None:
+    with (
+        Client(shared_cluster.endpoints) as own,
+        Session(kv, ttl=10) as first,
+        Session(own, ttl=10) as second,
+    ):
+        sent = _record_requests(second.client)
+        alone = Lock(second, f"{name}-alone").acquire(5)
+        assert sent == ["TxnRequest"]  # joined and found nobody ahead: held
+        alone.release()
+        held = Lock(first, name).acquire(5)
+        waiter = Lock(second, name)
+        sent.clear()
+        thread = threading.Thread(target=waiter.acquire, args=(30,))
+        thread.start()
+        until(held.waiters, what="the waiter in line")
+        assert sent == ["TxnRequest"]  # joined, and learned whom to watch, in one request
+        held.release()
+        thread.join(30)
+        assert waiter.is_held
+        # After its predecessor left: one read (its key still there, nobody ahead).
+        assert sent == ["TxnRequest", "RangeRequest"]
+        waiter.release()
+
+
+def test_a_waiter_whose_key_vanished_does_not_take_the_lock(
+    kv: Client, name: str, until: Callable[..., Any]
+) -> None:
+    with Session(kv, ttl=30) as first, Session(kv, ttl=30) as second:
+        held = Lock(first, name).acquire(5)
+        waiter = Lock(second, name)
+        outcome: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                waiter.acquire(30)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        until(held.waiters, what="the waiter in line")
+        kv.delete(waiter.key)  # its session lives on; only the look after waking sees it
+        held.release()
+        thread.join(30)
+        assert not thread.is_alive()
+        assert isinstance(outcome[0], SessionExpiredError) and not waiter.is_held
+        assert kv.get(f"{name}/", prefix=True, count_only=True).count == 0
 
 
 def test_fenced_txn_user_compare_failure_is_not_loss(kv: Client, name: str) -> None:
