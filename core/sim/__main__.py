@@ -43,6 +43,12 @@ from pnyx.core.sim.runner import run_seed, seed_configs
     show_default=True,
     help="simple: a dict of registers; kv: the real pnyx.core.kv store.",
 )
+@click.option(
+    "--leader-early-send/--strict-send",
+    default=False,
+    show_default=True,
+    help="A leader sends appends before its own fsync completes, as the server does.",
+)
 @click.option("-v", "--verbose", count=True, help="-v: one line per seed; -vv: full trace.")
 def main(
     *,
@@ -54,6 +60,7 @@ def main(
     membership: bool,
     disk: str,
     machine: str,
+    leader_early_send: bool,
     verbose: int,
 ) -> None:
     # The storage logs every torn tail it repairs: expected here, thousands of times.
@@ -73,6 +80,7 @@ def main(
         membership=membership,
         disk=disk,
         machine=machine,
+        leader_early_send=leader_early_send,
     )
     for config in configs:
         result = run_seed(config, trace=click.echo if verbose >= 2 else None)

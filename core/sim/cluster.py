@@ -29,16 +29,20 @@ from pnyx.core.errors import ProposalDroppedError
 from pnyx.core.raft import codec
 from pnyx.core.raft.node import RaftNode
 from pnyx.core.raft.types import (
+    AppendRequest,
     AppendResponse,
     ConfChange,
     ConfChangeType,
     ConfState,
     Entry,
     EntryType,
+    HeartbeatRequest,
+    Message,
     RaftConfig,
     Ready,
     Role,
     SnapshotMetadata,
+    SnapshotRequest,
     VoteResponse,
 )
 from pnyx.core.sim.checks import SafetyMonitor, Violation
@@ -88,6 +92,10 @@ class SimConfig:
     sync_delay_units: tuple[int, int] = (1, 8)
     slow_sync_delay_units: tuple[int, int] = (20, 300)
     """fsync latency of a node while the nemesis makes its disk slow."""
+    leader_early_send: bool = False
+    """Send a leader's AppendRequests, heartbeats and snapshots before its own fsync of
+    the same Ready completes, as ``pnyx.core.server`` does (Raft thesis 10.2.1; the
+    exception the Ready contract allows). Off: the strict persist-then-send order."""
 
     def command(self) -> str:
         """The exact command line that reproduces this run."""
@@ -103,7 +111,13 @@ class SimConfig:
             line += f" --disk {self.disk}"
         if self.machine != defaults["machine"]:
             line += f" --machine {self.machine}"
+        if self.leader_early_send:
+            line += " --leader-early-send"
         return line
+
+
+_LEADER_EARLY = (AppendRequest, HeartbeatRequest, SnapshotRequest)
+"""What a leader may send before its own write of the same Ready is durable."""
 
 
 class Phase(enum.Enum):
@@ -162,6 +176,8 @@ class NodeProcess:
     slow_disk_until: int = 0
     held: list[tuple[Ev, tuple[Any, ...]]] = attrs.field(factory=list)
     syncing: Ready | None = None
+    early_sent: bool = False
+    """The leader messages of ``syncing`` already left (``leader_early_send``)."""
     applied: int = 0
     applied_term: int = 0
     applied_conf: ConfState = attrs.field(factory=ConfState)
@@ -462,6 +478,11 @@ class Simulation:
             self._persist(process, raft, ready)
             if ready.must_sync:
                 process.syncing = ready
+                process.early_sent = self.config.leader_early_send and raft.role is Role.LEADER
+                if process.early_sent:
+                    for message in ready.messages:
+                        if isinstance(message, _LEADER_EARLY):
+                            self._send(message)
                 low, high = self.config.sync_delay_units
                 if self.now < process.slow_disk_until:
                     low, high = self.config.slow_sync_delay_units
@@ -480,7 +501,7 @@ class Simulation:
         assert ready is not None
         process.disk.sync()
         process.syncing = None
-        self._complete(process, process.raft, ready)
+        self._complete(process, process.raft, ready, skip_leader_messages=process.early_sent)
         self._drive(process)
 
     def _persist(self, process: NodeProcess, raft: RaftNode, ready: Ready) -> None:
@@ -523,7 +544,14 @@ class Simulation:
                 f"role n{process.id} {soft.role.value} term {raft.term} lead n{soft.leader_id}"
             )
 
-    def _complete(self, process: NodeProcess, raft: RaftNode, ready: Ready) -> None:
+    def _send(self, message: Message) -> None:
+        data = codec.encode_message(message)
+        for delay in self.network.fate(message.sender, message.to, self.now):
+            self._push(delay, Ev.DELIVER, (message.sender, message.to, data))
+
+    def _complete(
+        self, process: NodeProcess, raft: RaftNode, ready: Ready, skip_leader_messages: bool = False
+    ) -> None:
         """Persisted (and synced if asked): send, apply, answer reads, advance."""
         voted = acknowledged = False
         for message in ready.messages:
@@ -532,9 +560,9 @@ class Simulation:
                 voted = True
             elif isinstance(message, AppendResponse) and not message.reject:
                 acknowledged = True
-            data = codec.encode_message(message)
-            for delay in self.network.fate(message.sender, message.to, self.now):
-                self._push(delay, Ev.DELIVER, (message.sender, message.to, data))
+            if skip_leader_messages and isinstance(message, _LEADER_EARLY):
+                continue  # already sent before the fsync
+            self._send(message)
         if ready.snapshot is not None:
             meta = ready.snapshot.metadata
             process.machine.restore(ready.snapshot.data)

@@ -51,6 +51,25 @@ def test_seeds_with_the_real_write_ahead_log_and_the_real_kv_store() -> None:
     assert any(entry["event"] == "wal.torn_tail_truncated" for entry in logs)
 
 
+def test_seeds_with_the_leader_sending_before_its_own_fsync() -> None:
+    """The server sends a leader's appends while its own write of the same Ready runs
+    (the exception the Ready contract allows): the same properties must hold."""
+    failures = []
+    configs = [
+        *seed_configs(30, start=7000, ticks=TICKS, leader_early_send=True),
+        *seed_configs(10, start=7100, ticks=TICKS, leader_early_send=True, disk="wal"),
+    ]
+    for config in configs:
+        result = run_seed(config)
+        if not result.ok:
+            failures.append(result.report())
+    assert not failures, "\n".join(failures)
+    # The mode really changes what happens (else this test would prove nothing).
+    strict = run_seed(SimConfig(seed=7000, ticks=300))
+    early = run_seed(SimConfig(seed=7000, ticks=300, leader_early_send=True))
+    assert strict.digest != early.digest
+
+
 def test_a_seed_replays_identically() -> None:
     config = SimConfig(seed=12345, nodes=5, ticks=300)
     first, second = run_seed(config), run_seed(config)
@@ -88,4 +107,8 @@ def test_reproduction_command_names_every_non_default_setting() -> None:
     config = SimConfig(seed=8, disk="wal", machine="kv", faults=False)
     assert config.command() == (
         "python -m pnyx.core.sim --seeds 1 --start 8 --nodes 3 --no-faults --disk wal --machine kv"
+    )
+    config = SimConfig(seed=9, leader_early_send=True)
+    assert config.command() == (
+        "python -m pnyx.core.sim --seeds 1 --start 9 --nodes 3 --leader-early-send"
     )
