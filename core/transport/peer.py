@@ -3,9 +3,12 @@
 Each node binds one peer ROUTER (incoming) and connects one DEALER per peer to that
 peer's ROUTER (outgoing), so each direction of each pair has its own socket and a slow
 peer only fills its own queue. Everything one Ready produced for one peer travels as ONE
-ZeroMQ message::
+ZeroMQ message of several frames::
 
-    msgpack([sender_id, [encoded_message, ...]])
+    [b"P1" + sender_id as 8 bytes big-endian, encoded_message, encoded_message, ...]
+
+(frames rather than one msgpack array around the messages: wrapping would copy every
+encoded message once more, and AppendRequests carry the whole replicated payload).
 
 The transport moves opaque byte strings (encoded Raft messages); it never decodes them.
 Sends never block: a send that would block (peer down, queue full) is dropped and
@@ -21,10 +24,10 @@ address it is given.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
-import msgpack  # type: ignore[import-untyped]  # ships no type information
 import structlog
 import zmq
 
@@ -35,28 +38,24 @@ __all__ = ["PeerTransport", "PeerTransportStats", "pack_peer_batch", "unpack_pee
 log = structlog.get_logger(__name__)
 
 
-def pack_peer_batch(sender_id: int, messages: Sequence[bytes]) -> bytes:
-    """The wire form of one batch of encoded Raft messages from ``sender_id``."""
-    packed: bytes = msgpack.packb([sender_id, list(messages)], use_bin_type=True)
-    return packed
+_HEADER_MAGIC = b"P1"
+_HEADER = struct.Struct(">2sQ")
 
 
-def unpack_peer_batch(payload: bytes) -> tuple[int, list[bytes]]:
+def pack_peer_batch(sender_id: int, messages: Sequence[bytes]) -> list[bytes]:
+    """The frames of one batch of encoded Raft messages from ``sender_id``."""
+    return [_HEADER.pack(_HEADER_MAGIC, sender_id), *messages]
+
+
+def unpack_peer_batch(frames: Sequence[bytes]) -> tuple[int, list[bytes]]:
     """The inverse of ``pack_peer_batch``. Raises ``ValueError`` on anything malformed
     (a peer port is reachable by anyone on the network, so input is untrusted)."""
-    try:
-        value = msgpack.unpackb(payload, raw=False, use_list=True)
-    except Exception as error:
-        raise ValueError(f"peer batch is not msgpack: {type(error).__name__}") from None
-    if type(value) is not list or len(value) != 2:
-        raise ValueError("peer batch: expected [sender_id, messages]")
-    sender_id, messages = value
-    if type(sender_id) is not int or type(messages) is not list:
-        raise ValueError("peer batch: bad field types")
-    for message in messages:
-        if type(message) is not bytes:
-            raise ValueError("peer batch: a message is not bytes")
-    return sender_id, messages
+    if not frames or len(frames[0]) != _HEADER.size:
+        raise ValueError("peer batch: expected a header frame")
+    magic, sender_id = _HEADER.unpack(frames[0])
+    if magic != _HEADER_MAGIC:
+        raise ValueError("peer batch: bad header")
+    return sender_id, list(frames[1:])
 
 
 @attrs.define
@@ -160,7 +159,7 @@ class PeerTransport:
             self.stats.dropped_batches += 1
             return False
         try:
-            peer.socket.send(pack_peer_batch(self.node_id, messages), zmq.NOBLOCK, copy=False)
+            peer.socket.send_multipart(pack_peer_batch(self.node_id, messages), zmq.NOBLOCK)
         except zmq.Again:
             self.stats.dropped_batches += 1
             return False
@@ -178,12 +177,9 @@ class PeerTransport:
             except zmq.Again:
                 break
             self.stats.received_batches += 1
-            # [routing id, payload]; anything else did not come from a pnyx DEALER.
-            if len(frames) != 2:
-                self.stats.rejected_batches += 1
-                continue
             try:
-                sender_id, messages = unpack_peer_batch(frames[1])
+                # [routing id, header, messages...]
+                sender_id, messages = unpack_peer_batch(frames[1:])
             except ValueError as error:
                 self.stats.rejected_batches += 1
                 log.warning("peer.bad_batch", error=str(error))

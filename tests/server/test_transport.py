@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-import msgpack
 import pytest
 import zmq
 
@@ -57,15 +56,32 @@ def _endpoint(socket: zmq.Socket[bytes]) -> str:
 
 def test_peer_batch_round_trip_and_malformed_input_is_rejected() -> None:
     assert unpack_peer_batch(pack_peer_batch(7, [b"a", b"bc"])) == (7, [b"a", b"bc"])
+    assert unpack_peer_batch(pack_peer_batch(2**64 - 1, [])) == (2**64 - 1, [])
     for bad in (
-        b"\xc1",
-        msgpack.packb([1]),
-        msgpack.packb(["x", []]),
-        msgpack.packb([1, [b"ok", "str"]]),
-        msgpack.packb({"a": 1}),
+        [],
+        [b"\xc1"],
+        [b"P1\x00\x00\x00\x00\x00\x00\x00", b"short header"],
+        [b"XX\x00\x00\x00\x00\x00\x00\x00\x07", b"bad magic"],
     ):
         with pytest.raises(ValueError):
             unpack_peer_batch(bad)
+
+
+def test_a_malformed_peer_message_is_rejected_and_counted(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    b = _bound_peer(context, 2)
+    intruder = context.socket(zmq.DEALER)
+    intruder.setsockopt(zmq.LINGER, 0)
+    try:
+        intruder.connect(_endpoint(b.socket))
+        intruder.send_multipart([b"not a header", b"m"])
+        intruder.send_multipart(pack_peer_batch(5, [b"m"]))
+        assert poll_until(b.receive) == [(5, [b"m"])]
+        assert b.stats.rejected_batches == 1
+    finally:
+        intruder.close(0)
+        b.close()
 
 
 def test_all_messages_for_one_peer_travel_in_one_zeromq_message(
