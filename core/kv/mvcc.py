@@ -119,6 +119,49 @@ class _Plan:
     nested: tuple[_Plan | None, ...]
 
 
+class _KeyOrder:
+    """A sorted set of keys in which adding is cheap: a new key waits, in insertion order,
+    until something needs the order (a range read, a dump) and then joins the sorted
+    list with the others that waited (one merge instead of one insertion each)."""
+
+    __slots__ = ("_new", "_sorted")
+
+    def __init__(self, keys: Iterable[bytes] = ()) -> None:
+        self._sorted = SortedList(keys)
+        self._new: dict[bytes, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._new)
+
+    def add(self, key: bytes) -> None:
+        """Add ``key``, which must not be in the set."""
+        self._new[key] = None
+
+    def discard(self, key: bytes) -> None:
+        """Remove ``key``, which must be in the set."""
+        if key in self._new:
+            del self._new[key]
+        else:
+            self._sorted.remove(key)
+
+    def ordered(self) -> SortedList:
+        new = self._new
+        if new:
+            self._sorted.update(new)
+            new.clear()
+        return self._sorted
+
+    def bounds(self, key: bytes, range_end: bytes) -> tuple[SortedList, int, int]:
+        """The ordered keys and the positions of ``[key, range_end)`` in them."""
+        keys = self.ordered()
+        start = keys.bisect_left(key)
+        if range_end == OPEN_END:
+            return keys, start, len(keys)
+        if range_end <= key:
+            return keys, start, start
+        return keys, start, keys.bisect_left(range_end)
+
+
 class _WriteTxn:
     """One write transaction: at most one new revision. Writes go straight into the key
     histories at ``revision`` (invisible to reads at older revisions), so later ops of the
@@ -147,7 +190,7 @@ class _WriteTxn:
             prev = None
             kv = KeyValue(key, revision, revision, 1, value, lease)
             store._index[key] = _History([revision], [len(self.kvs)], [kv])
-            store._new_keys[key] = None
+            store._keys.add(key)
             self.created.append(key)
         else:
             prev = history.latest()
@@ -158,6 +201,8 @@ class _WriteTxn:
             history.revisions.append(revision)
             history.subs.append(len(self.kvs))
             history.kvs.append(kv)
+        if prev is None:
+            store._live_keys.add(key)
         self.kvs.append(kv)
         self.prevs.append(prev)
         return prev
@@ -169,19 +214,26 @@ class _WriteTxn:
         history.subs.append(len(self.kvs))
         tombstone = KeyValue(key, 0, revision, 0, b"", 0)
         history.kvs.append(tombstone)
+        self.store._live_keys.discard(key)
         self.kvs.append(tombstone)
         self.prevs.append(prev)
 
     def rollback(self) -> None:
-        index = self.store._index
-        for kv in reversed(self.kvs):
+        store = self.store
+        index = store._index
+        live_keys = store._live_keys
+        for kv, prev in zip(reversed(self.kvs), reversed(self.prevs), strict=True):
             history = index[kv.key]
             history.revisions.pop()
             history.subs.pop()
             history.kvs.pop()
+            if not kv.version:
+                live_keys.add(kv.key)  # the delete is undone
+            elif prev is None:
+                live_keys.discard(kv.key)  # the key was not live before this put
         for key in self.created:
             del index[key]
-            self.store._forget_key(key)
+            store._keys.discard(key)
         self.kvs.clear()
         self.prevs.clear()
         self.created.clear()
@@ -216,11 +268,12 @@ class MVCCStore:
     lease_exists: Callable[[int], bool] = attrs.field(default=lambda _lease: True)
     on_commit: Callable[[int, tuple[KeyValue, ...]], None] | None = None
     _index: dict[bytes, _History] = attrs.field(init=False, factory=dict)
-    _keys: SortedList = attrs.field(init=False, factory=SortedList)
-    """The keys of ``_index`` in order, except those still in ``_new_keys``."""
-    _new_keys: dict[bytes, None] = attrs.field(init=False, factory=dict)
-    """Keys added to ``_index`` since ``_keys`` was last brought up to date (ordered
-    set)."""
+    _keys: _KeyOrder = attrs.field(init=False, factory=_KeyOrder)
+    """The keys of ``_index``, for range reads at past revisions and dumps."""
+    _live_keys: _KeyOrder = attrs.field(init=False, factory=_KeyOrder)
+    """The keys whose latest version is live: a range read at the current revision
+    costs the live keys it returns or counts, not the tombstones of every key that
+    ever was in the range (nothing removes those until a compaction)."""
     _revision: int = attrs.field(init=False, default=FIRST_REVISION)
     _compact_revision: int = attrs.field(init=False, default=0)
     # revision -> the versions it wrote, in event order; every revision after
@@ -326,6 +379,10 @@ class MVCCStore:
         """Keys with a retained history (live or not); a cheap size measure."""
         return len(self._index)
 
+    def live_key_count(self) -> int:
+        """Keys that exist at the current revision."""
+        return len(self._live_keys)
+
     # ------------------------------------------------------------------ writes
 
     def put(self, request: PutRequest) -> PutResponse:
@@ -343,7 +400,7 @@ class MVCCStore:
             prev = None
             kv = KeyValue(key, revision, revision, 1, value, lease)
             self._index[key] = _History([revision], [0], [kv])
-            self._new_keys[key] = None
+            self._keys.add(key)
         else:
             prev = history.latest()
             if prev is None:
@@ -353,6 +410,8 @@ class MVCCStore:
             history.revisions.append(revision)
             history.subs.append(0)
             history.kvs.append(kv)
+        if prev is None:
+            self._live_keys.add(key)
         self._commit(revision, (kv,), (prev,))
         return prev
 
@@ -413,7 +472,7 @@ class MVCCStore:
                     emptied.append(key)
         for key in emptied:
             del index[key]
-            self._forget_key(key)
+            self._keys.discard(key)
         events = self._events
         for old in range(max(self._compact_revision, FIRST_REVISION), revision):
             events.pop(old, None)
@@ -425,7 +484,7 @@ class MVCCStore:
         """Everything needed to rebuild an identical store, as msgpack-ready lists."""
         keys: list[Any] = []
         index = self._index
-        for key in self._sorted_keys():
+        for key in self._keys.ordered():
             history = index[key]
             versions = [
                 [revision, sub, kv.create_revision, kv.version, kv.value, kv.lease]
@@ -466,7 +525,10 @@ class MVCCStore:
             index[key] = _History(revisions, subs, kvs)
             if prev is not None and prev.lease:
                 store._lease_keys.setdefault(prev.lease, set()).add(key)
-        store._keys = SortedList(index)
+        store._keys = _KeyOrder(index)
+        store._live_keys = _KeyOrder(
+            key for key, history in index.items() if history.kvs[-1].version
+        )
         for main in sorted(by_revision):
             written = by_revision[main]
             written.sort(key=_first)
@@ -503,35 +565,18 @@ class MVCCStore:
                 return []
             kv = history.at(revision)
             return [] if kv is None else [kv]
-        keys = self._sorted_keys()
-        start = keys.bisect_left(key)
-        if range_end == OPEN_END:
-            stop = len(keys)
-        elif range_end <= key:
-            return []
-        else:
-            stop = keys.bisect_left(range_end)
+        if revision >= self._revision:
+            # Current (or within a write transaction, whose writes keep the live keys
+            # up to date as they go): every live key's latest version.
+            keys, start, stop = self._live_keys.bounds(key, range_end)
+            return [index[one_key].kvs[-1] for one_key in keys.islice(start, stop)]
+        keys, start, stop = self._keys.bounds(key, range_end)
         out: list[KeyValue] = []
         for one_key in keys.islice(start, stop):
             kv = index[one_key].at(revision)
             if kv is not None:
                 out.append(kv)
         return out
-
-    def _sorted_keys(self) -> SortedList:
-        """Every key of the index, in order (merging the keys added since last time)."""
-        new_keys = self._new_keys
-        if new_keys:
-            self._keys.update(new_keys)
-            new_keys.clear()
-        return self._keys
-
-    def _forget_key(self, key: bytes) -> None:
-        """``key`` left the index: drop it from the key order too."""
-        if key in self._new_keys:
-            del self._new_keys[key]
-        else:
-            self._keys.remove(key)
 
     def _commit(
         self,
@@ -566,6 +611,18 @@ class MVCCStore:
     def _range(self, request: RangeRequest, view: int, newest: int) -> _Partial:
         """``(kvs, more, count)`` of a range read."""
         revision = self._read_revision(request.revision, view, newest)
+        if (
+            request.range_end
+            and revision >= self._revision
+            and request.sort_target == SortTarget.KEY
+            and not (
+                request.min_mod_revision
+                or request.max_mod_revision
+                or request.min_create_revision
+                or request.max_create_revision
+            )
+        ):
+            return self._range_live_by_key(request)
         kvs = self._live(request.key, request.range_end, revision)
         count = len(kvs)
         if request.count_only:
@@ -583,6 +640,29 @@ class MVCCStore:
         if 0 < request.limit < len(kvs):
             kvs = kvs[: request.limit]
             more = True
+        if request.keys_only:
+            kvs = [attrs.evolve(kv, value=b"") for kv in kvs]
+        return (tuple(kvs), more, count)
+
+    def _range_live_by_key(self, request: RangeRequest) -> _Partial:
+        """``_range`` at the current revision in key order without filters: only the
+        keys returned are visited (the count comes from positions), so a small ``limit``
+        on a big range stays cheap."""
+        keys, start, stop = self._live_keys.bounds(request.key, request.range_end)
+        count = stop - start
+        if request.count_only:
+            return ((), False, count)
+        take = count
+        more = False
+        if 0 < request.limit < count:
+            take = request.limit
+            more = True
+        if request.sort_order == SortOrder.DESCEND:
+            chosen = keys.islice(stop - take, stop, reverse=True)
+        else:
+            chosen = keys.islice(start, start + take)
+        index = self._index
+        kvs = [index[key].kvs[-1] for key in chosen]
         if request.keys_only:
             kvs = [attrs.evolve(kv, value=b"") for kv in kvs]
         return (tuple(kvs), more, count)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import attrs
 import pytest
 
 from pnyx.core.errors import (
@@ -11,6 +14,7 @@ from pnyx.core.errors import (
     LeaseNotFoundError,
 )
 from pnyx.core.kv import FIRST_REVISION, MVCCStore
+from pnyx.core.wire.keys import OPEN_END
 from pnyx.core.wire.messages import (
     Compare,
     CompareResult,
@@ -408,3 +412,33 @@ def test_events_of_a_key_written_twice_in_one_txn_chain_their_prev_kv() -> None:
     assert first.prev_kv is not None and first.prev_kv.value == b"0"
     assert second.prev_kv == first.kv and second.kv.version == 3
     assert list(store.key_events_between(b"k", 3, 3)) == [(3, (first, second))]
+
+
+def test_range_reads_over_the_live_keys_match_a_full_scan() -> None:
+    """The live-key index (current revision, key order, no filters) answers exactly as the
+    scan of every key's history does (forced here by a filter that removes nothing)."""
+    rng = random.Random(3)
+    store = MVCCStore(lease_exists=lambda lease: lease == 1)
+    keys = [b"k%02d" % i for i in range(30)]
+    for step in range(600):
+        roll = rng.random()
+        key = rng.choice(keys)
+        if roll < 0.5:
+            put(store, key)
+        elif roll < 0.7:
+            store.delete_range(DeleteRangeRequest(key, rng.choice([b"", key + b"\xff"])))
+        elif roll < 0.8:
+            ops = (PutRequest(key), DeleteRangeRequest(rng.choice(keys)), PutRequest(key, lease=2))
+            with pytest.raises(LeaseNotFoundError):
+                store.txn(TxnRequest((), ops))  # fails at the end: everything is undone
+        elif roll < 0.85 and store.revision > 2:
+            store.compact(rng.randrange(max(store.compact_revision + 1, 2), store.revision + 1))
+        start, end = sorted(rng.sample([b"k", b"k05", b"k15", b"k25", b"l", b"\0"], 2))
+        for limit in (0, 1, 3):
+            for order in (SortOrder.NONE, SortOrder.ASCEND, SortOrder.DESCEND):
+                fast = RangeRequest(start, end, limit=limit, sort_order=order)
+                scan = attrs.evolve(fast, min_mod_revision=1)
+                assert store.range(fast) == store.range(scan), (step, fast)
+        live = sum(1 for k in keys if store.get(k) is not None)
+        assert store.live_key_count() == live
+        assert store.range(RangeRequest(b"\0", OPEN_END, count_only=True)).count == live
