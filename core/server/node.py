@@ -961,6 +961,7 @@ class Node:
             bytes=len(data),
             seconds=round(time.perf_counter() - job.started, 4),
             child=job.pid != 0,
+            loop_blocked_seconds=round(job.fork_seconds, 4),
             term=raft.term,
         )
 

@@ -9,12 +9,22 @@ thread in the parent collects them (pipe reads release the GIL) and completes a 
 the loop picks the result up on its next wake-up and hands it to Raft and the WAL writer.
 
 The child runs at the lowest CPU priority, so that on a shared machine the nodes' loops
-(and their heartbeats) go first. It touches nothing but the state and the pipe: it
-disables the garbage collector
-(so no finaliser of a ZeroMQ socket can run in it), closes every other inherited file
-descriptor (so it does not keep the node's listening ports open after the node died),
-and leaves with ``os._exit``. Where ``fork`` does not exist, or when disabled, the
-snapshot is encoded inline (the old stall, but correct).
+(and their heartbeats) go first. It touches nothing but the state and the pipe:
+
+- the garbage collector is off from before the fork until the child exits (it is
+  disabled in the parent around ``fork``), so no finaliser can run in the child: a
+  ZeroMQ socket's would talk to the parent's I/O threads through inherited descriptors;
+- it closes every other inherited file descriptor (so it does not keep the node's
+  listening ports open after the node died) and never logs;
+- it asks the kernel to kill it if the node dies (Linux ``PR_SET_PDEATHSIG``), so that
+  an orphaned encoding of a big state does not go on holding memory and CPU;
+- it leaves with ``os._exit`` (no atexit handlers, no interpreter teardown).
+
+The loop pays only for ``fork`` itself (copying the page tables: proportional to the
+node's memory, measured in ``SnapshotJob.fork_seconds``), then for the pages it writes
+while the child still shares them. A failed ``fork`` fails the snapshot (the node tries
+again later). Where ``fork`` does not exist, or when disabled, the snapshot is encoded
+inline (the old stall, but correct).
 
 This module must never let the child return into the caller's code, and never block the
 caller on the child.
@@ -23,10 +33,12 @@ caller on the child.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +50,21 @@ __all__ = ["SnapshotJob", "start_snapshot"]
 
 _CHUNK = 1 << 20
 _MAX_FD_SWEEP = 1 << 16
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> object | None:
+    """``prctl`` from the C library, looked up once here so that the child has nothing
+    to load (None where there is no such call)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
 
 
 @attrs.define
@@ -49,6 +76,8 @@ class SnapshotJob:
     pid: int = 0
     """The encoding child (0 when encoded inline)."""
     started: float = attrs.Factory(time.perf_counter)
+    fork_seconds: float = 0.0
+    """How long ``fork`` blocked the caller (with inline encoding: the encoding)."""
 
     def cancel(self) -> None:
         """Kill the child (the node is stopping); the future then fails."""
@@ -69,32 +98,66 @@ def start_snapshot(
     encoded inline)."""
     future: Future[bytes] = Future()
     started = time.perf_counter()
-    if not fork or not hasattr(os, "fork"):
-        try:
-            future.set_result(encode())
-        except Exception as error:
-            future.set_exception(error)
+    if fork and hasattr(os, "fork"):
+        job = _fork_child(encode, index, future, started)
+        if job is None:
+            # Encoding inline instead would stall the loop for as long as the encoding
+            # takes (seconds, for a big state): fail this one, the caller tries later.
+            future.set_exception(RuntimeError("snapshot: fork failed"))
+            job = SnapshotJob(index, future, started=started)
         future.add_done_callback(on_done)
-        return SnapshotJob(index, future, started=started)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which never returns
-        _child(encode, read_end, write_end)
-    os.close(write_end)
+        return job
+    try:
+        future.set_result(encode())
+    except Exception as error:
+        future.set_exception(error)
     future.add_done_callback(on_done)
+    return SnapshotJob(index, future, started=started, fork_seconds=time.perf_counter() - started)
+
+
+def _fork_child(
+    encode: Callable[[], bytes], index: int, future: Future[bytes], started: float
+) -> SnapshotJob | None:
+    """Fork the encoding child and its reader thread; None if the fork failed (no memory,
+    too many processes)."""
+    read_end, write_end = os.pipe()
+    parent = os.getpid()
+    collecting = gc.isenabled()
+    # No collection between the fork and the child's exit (see the module docstring);
+    # the young generations are emptied first so the parent has little to catch up on.
+    gc.collect(0)
+    gc.disable()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return None
+    finally:
+        if os.getpid() == parent and collecting:
+            gc.enable()
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns
+        _child(encode, read_end, write_end, parent)
+    forked = time.perf_counter() - started
+    os.close(write_end)
     threading.Thread(
         target=_collect,
         args=(read_end, pid, future),
         name="pnyx-snapshot-reader",
         daemon=True,
     ).start()
-    return SnapshotJob(index, future, pid, started)
+    return SnapshotJob(index, future, pid, started, forked)
 
 
-def _child(encode: Callable[[], bytes], read_end: int, write_end: int) -> None:  # pragma: no cover
+def _child(  # pragma: no cover - runs in the forked child
+    encode: Callable[[], bytes], read_end: int, write_end: int, parent: int
+) -> None:
     code = 1
     try:
-        gc.disable()
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))  # type: ignore[operator]
+            if os.getppid() != parent:
+                os._exit(1)  # the node died before the request took effect
         # Background work: on a busy machine the node loops (heartbeats) go first.
         with contextlib.suppress(OSError):
             os.nice(19)

@@ -1,15 +1,21 @@
 """Snapshot encoding in a forked child: the bytes come back through the pipe, a failing
 encoder fails the future (and nothing else), the child holds none of the parent's other
-file descriptors (such as listening sockets), and the inline mode gives the same result."""
+file descriptors (such as listening sockets), never runs the garbage collector, dies
+with its parent, a failed fork fails the snapshot, and the inline mode gives the same
+result."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +98,87 @@ def test_the_child_does_not_keep_the_parents_listening_sockets() -> None:
     finally:
         listener.close()
     assert child_fds == []
+
+
+def test_the_child_never_collects_garbage_and_the_parent_still_does() -> None:
+    _, done, on_done = _collector()
+    assert gc.isenabled()
+
+    def encode() -> bytes:
+        # In the child: a garbage cycle with a finaliser, then enough allocations to
+        # trigger collections if the collector ran. Its finaliser must not run here.
+        ran: list[bool] = []
+
+        class Cycle:
+            def __del__(self) -> None:
+                ran.append(True)
+
+        cycle = Cycle()
+        cycle.me = cycle  # type: ignore[attr-defined]
+        del cycle
+        junk = [[i] for i in range(200_000)]
+        del junk
+        return json.dumps([gc.isenabled(), ran]).encode()
+
+    job = start_snapshot(encode, 1, on_done)  # type: ignore[arg-type]
+    assert gc.isenabled()
+    assert done.wait(30)
+    assert json.loads(job.future.result()) == [False, []]
+    assert job.fork_seconds > 0
+
+
+def test_a_failed_fork_fails_the_snapshot_instead_of_stalling_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    encoded: list[bool] = []
+    _, done, on_done = _collector()
+    job = start_snapshot(lambda: encoded.append(True) or b"", 1, on_done)  # type: ignore[arg-type,func-returns-value]
+    assert done.wait(5)
+    with pytest.raises(RuntimeError, match="fork failed"):
+        job.future.result()
+    assert encoded == [] and job.pid == 0
+    assert gc.isenabled()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_the_child_dies_with_the_node(tmp_path: Path) -> None:
+    """A node killed while its child encodes must not leave the child running."""
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import os, sys, time\n"
+        "from pnyx.core.server.snapshotter import start_snapshot\n"
+        "def encode():\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(60)\n"
+        "    return b''\n"
+        "start_snapshot(encode, 1, lambda future: None)\n"
+        "time.sleep(60)\n"
+    )
+    node = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline, "the child did not start"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+    finally:
+        node.kill()
+        node.wait()
+    deadline = time.monotonic() + 30
+    while _alive(child):
+        assert time.monotonic() < deadline, "the child outlived the node"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
