@@ -285,6 +285,9 @@ class Node:
         self._snapshot_job: SnapshotJob | None = None
         self._snapshot_not_before = 0.0
         self._bytes_since_snapshot = 0
+        self._applied_since_snapshot = 0
+        """Entries applied since the last snapshot, each batched client command counted
+        (so that ``snapshot_count`` keeps meaning requests, as etcd's does)."""
         self._last_snapshot_bytes = 0
         self._inflight: tuple[Ready, Future[None], Sequence[Message]] | None = None
         # Term and vote as last made durable (or deferred: same term and vote).
@@ -767,6 +770,7 @@ class Node:
             return
         self._applied = index
         self._bytes_since_snapshot += len(entry.data)
+        self._applied_since_snapshot += 1
         if entry.type is EntryType.CONF_CHANGE:
             self._apply_conf_change(entry)
             return
@@ -787,6 +791,7 @@ class Node:
                 self._kv.apply_entry(index, data)  # records the index; nobody to answer
                 return
         if type(kv_command) is ClientBatch:
+            self._applied_since_snapshot += len(kv_command.commands) - 1
             responses = self._kv.apply_batch(index, kv_command)
             if responses is not None:
                 for one, one_response in zip(kv_command.commands, responses, strict=True):
@@ -900,6 +905,7 @@ class Node:
         self._snapshot_index = snapshot.metadata.index
         self._last_snapshot_bytes = len(snapshot.data)
         self._bytes_since_snapshot = 0
+        self._applied_since_snapshot = 0
 
     def _apply_snapshot(self, snapshot: Snapshot) -> None:
         self._log.info(
@@ -912,12 +918,13 @@ class Node:
         self._applied = snapshot.metadata.index
 
     def _maybe_snapshot(self) -> None:
-        """Snapshot every ``snapshot_count`` applied entries, but no more often than the
-        log grows by as many bytes as the last snapshot had: the cost of snapshotting
-        stays a bounded fraction of the cost of taking the writes, however big the state."""
+        """Snapshot every ``snapshot_count`` applied requests (entries, each command of a
+        batch counted), but no more often than the log grows by as many bytes as the last
+        snapshot had: the cost of snapshotting stays a bounded fraction of the cost of
+        taking the writes, however big the state."""
         if self._snapshot_job is not None or self._snapshot_future is not None:
             return  # the previous one is still being encoded or written
-        if self._applied - self._snapshot_index < self.config.snapshot_count:
+        if self._applied_since_snapshot < self.config.snapshot_count:
             return
         if self._bytes_since_snapshot < self._last_snapshot_bytes * _SNAPSHOT_BYTES_RATIO:
             return
@@ -929,6 +936,7 @@ class Node:
         if raft.applied_index != index or index <= self._snapshot_index:
             return
         self._bytes_since_snapshot = 0
+        self._applied_since_snapshot = 0
         self._snapshot_job = start_snapshot(
             self._snapshot_data,
             index,

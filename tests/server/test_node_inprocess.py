@@ -177,3 +177,21 @@ def test_writes_that_arrive_together_are_each_applied_once_and_answered(
         assert stored.kvs[1].value == b"v" and stored.header.revision == 601
     finally:
         assert restarted.stop() == EXIT_OK
+
+
+def test_snapshot_count_counts_the_writes_of_a_batch(fs: MemoryFileSystem) -> None:
+    """Batched writes share entries; the snapshot cadence still follows the writes."""
+    running = RunningNode(fs, _config(snapshot_count=300))
+    try:
+        for round_ in range(3):
+            running.client.call_many(
+                [PutRequest(b"c%d-%03d" % (round_, i), b"x") for i in range(400)], timeout=30.0
+            )
+        # A few entries, 1200 writes: only counting the writes triggers a snapshot.
+        wait_for(
+            lambda: any(name.startswith("snap-") for name in fs.list_dir("/data/solo")),
+            30.0,
+            "a snapshot after 1200 batched writes",
+        )
+    finally:
+        assert running.stop() == EXIT_OK
