@@ -27,7 +27,13 @@ from pnyx.core.errors import CorruptionError, StorageError
 from pnyx.core.raft.types import ConfState, Snapshot, SnapshotMetadata
 from pnyx.core.storage.fs import FileSystem
 
-__all__ = ["SnapshotFile", "SnapshotStore", "decode_snapshot", "encode_snapshot"]
+__all__ = [
+    "SnapshotFile",
+    "SnapshotStore",
+    "decode_snapshot",
+    "encode_snapshot",
+    "encode_snapshot_parts",
+]
 
 _MAGIC = b"PNYXSNP1"
 _HEADER = struct.Struct("<8sQI")
@@ -50,17 +56,41 @@ class SnapshotFile:
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:
+    return b"".join(encode_snapshot_parts(snapshot))
+
+
+def encode_snapshot_parts(snapshot: Snapshot) -> tuple[bytes, bytes, bytes]:
+    """The file's bytes in three parts (header, the body up to the data, the data), to
+    write one after the other: a snapshot's data can be hundreds of megabytes, and
+    joining would copy it twice more while holding the GIL. The body is the msgpack
+    array documented above, its last element's bin header written by hand."""
     metadata = snapshot.metadata
-    body: bytes = msgpack.packb(
+    data = snapshot.data
+    head: bytes = msgpack.packb(
         (
             metadata.index,
             metadata.term,
             sorted(metadata.conf_state.voters),
             sorted(metadata.conf_state.learners),
-            snapshot.data,
+            b"",
         )
     )
-    return _HEADER.pack(_MAGIC, len(body), zlib.crc32(body)) + body
+    prefix = head[: -len(_EMPTY_BIN)] + _bin_header(len(data))
+    length = len(prefix) + len(data)
+    crc = zlib.crc32(data, zlib.crc32(prefix))
+    return _HEADER.pack(_MAGIC, length, crc), prefix, data
+
+
+_EMPTY_BIN = b"\xc4\x00"
+
+
+def _bin_header(size: int) -> bytes:
+    """msgpack's header of a bin value of ``size`` bytes (bin 8, 16 or 32)."""
+    if size < 1 << 8:
+        return struct.pack(">BB", 0xC4, size)
+    if size < 1 << 16:
+        return struct.pack(">BH", 0xC5, size)
+    return struct.pack(">BI", 0xC6, size)
 
 
 def decode_snapshot(data: bytes, where: str) -> Snapshot:
@@ -130,12 +160,13 @@ class SnapshotStore:
         file = SnapshotFile(index=snapshot.metadata.index, term=snapshot.metadata.term)
         path = self._path(file.name)
         temporary = path + _TEMPORARY_SUFFIX
-        data = encode_snapshot(snapshot)
+        parts = encode_snapshot_parts(snapshot)
         if self._fs.exists(temporary):
             self._io(lambda: self._fs.remove(temporary), "remove a temporary file")
         handle = self._io(lambda: self._fs.open_append(temporary), "create a snapshot file")
         try:
-            self._io(lambda: handle.write(data), "write a snapshot file")
+            for part in parts:
+                self._io(lambda part=part: handle.write(part), "write a snapshot file")  # type: ignore[misc]
             self._io(handle.sync, "fsync a snapshot file")
         finally:
             handle.close()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+import struct
+import zlib
 
+import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from pnyx.core.errors import CorruptionError
@@ -16,7 +19,7 @@ from pnyx.core.raft.types import (
     SnapshotMetadata,
 )
 from pnyx.core.storage import MemoryFileSystem, SimulatedCrash, Storage
-from pnyx.core.storage.snapshot import decode_snapshot, encode_snapshot
+from pnyx.core.storage.snapshot import decode_snapshot, encode_snapshot, encode_snapshot_parts
 
 DATA = "/data"
 SEGMENT_SIZE = 120
@@ -54,6 +57,22 @@ def test_snapshot_file_round_trip_and_checksum() -> None:
             decode_snapshot(bytes(damaged), "x")
     with pytest.raises(CorruptionError, match="cut short"):
         decode_snapshot(data[:10], "x")
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65_535, 65_536, 1 << 20])
+def test_the_file_written_in_parts_is_the_documented_layout(size: int) -> None:
+    """The data is written without joining it to the rest; the bytes are exactly the
+    header and the msgpack body ``[index, term, voters, learners, data]``."""
+    conf = ConfState(voters=frozenset({3, 1}), learners=frozenset({9}))
+    snapshot = Snapshot(
+        SnapshotMetadata(2**40, 7, conf), bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    )
+    parts = encode_snapshot_parts(snapshot)
+    assert parts[2] is snapshot.data
+    body = msgpack.packb((2**40, 7, [1, 3], [9], snapshot.data))
+    expected = struct.pack("<8sQI", b"PNYXSNP1", len(body), zlib.crc32(body)) + body
+    assert b"".join(parts) == encode_snapshot(snapshot) == expected
+    assert decode_snapshot(expected, "x") == snapshot
 
 
 def _store_with_history() -> tuple[MemoryFileSystem, Storage]:
