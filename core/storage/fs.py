@@ -201,6 +201,7 @@ class _MemoryAppendFile:
             self._inode.data += data
 
     def sync(self) -> None:
+        self._fs._before_fsync(self._path)
         with self._fs._lock:
             self._check()
             self._fs._step("sync", self._path)
@@ -246,8 +247,9 @@ class MemoryFileSystem:
 
     Fault injection: ``fail_fsync`` makes the next fsyncs raise ``OSError(EIO)``;
     ``crash_after(n)`` raises ``SimulatedCrash`` instead of performing the (n+1)-th
-    mutating operation; ``on_fsync`` is called before each fsync (tests use it to hold
-    the writer thread inside an fsync). Counters: ``fsync_count``, ``operation_count``.
+    mutating operation; ``on_fsync`` is called before each fsync, outside the lock
+    (tests use it to hold one thread inside an fsync while others go on). Counters:
+    ``fsync_count``, ``operation_count``.
     Thread-safe (one lock), so a writer thread and a test thread may share it.
     """
 
@@ -324,6 +326,7 @@ class MemoryFileSystem:
             del inode.data[size:]
 
     def sync_file(self, path: str) -> None:
+        self._before_fsync(path)
         with self._lock:
             inode = self._inode(path)
             self._step("sync", path)
@@ -355,6 +358,7 @@ class MemoryFileSystem:
             return sorted(self._directory(path).entries)
 
     def fsync_dir(self, path: str) -> None:
+        self._before_fsync(path)
         with self._lock:
             directory = self._directory(path)
             self._step("fsync_dir", path)
@@ -403,10 +407,15 @@ class MemoryFileSystem:
                 raise SimulatedCrash(f"crash before {operation} {path}")
             self._crash_countdown -= 1
 
+    def _before_fsync(self, path: str) -> None:
+        # Outside the lock: a test holding one thread in its fsync must not stop the
+        # others (a snapshot file's fsync, say, must not hold up the WAL's).
+        hook = self.on_fsync
+        if hook is not None:
+            hook(path)
+
     def _fsync(self, path: str) -> None:
         self.fsync_count += 1
-        if self.on_fsync is not None:
-            self.on_fsync(path)
         if self._failing_fsyncs > 0:
             self._failing_fsyncs -= 1
             raise OSError(errno.EIO, "injected fsync failure", path)

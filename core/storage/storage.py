@@ -159,16 +159,30 @@ class Storage:
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Record a snapshot the application took at its applied index (at most the last
-        index saved). Durable when this returns, and everything saved before it too."""
+        index saved). Durable when this returns, and everything saved before it too.
+        The same as ``sync``, ``write_snapshot_file`` and ``record_snapshot`` in turn."""
+        self._check_snapshot_index(snapshot)
+        self.sync()  # a crash keeps a prefix of what was saved
+        self.write_snapshot_file(snapshot)
+        self.record_snapshot(snapshot)
+
+    def write_snapshot_file(self, snapshot: Snapshot) -> None:
+        """The slow half of ``save_snapshot``: write the snapshot's file durably. It
+        touches only the snapshot files, so it may run on a thread of its own while
+        another saves and syncs the WAL; call it after a ``sync`` of what was saved
+        before the snapshot, then ``record_snapshot`` from the WAL's thread."""
         self._check()
-        if snapshot.metadata.index > self._wal.last_index:
-            raise ValueError(
-                f"snapshot at {snapshot.metadata.index} is beyond the last saved index "
-                f"{self._wal.last_index}"
-            )
         try:
-            self._wal.sync()  # as in save(): a crash keeps a prefix of what was saved
             self._snapshots.save(snapshot)
+        except StorageError as error:
+            self._fail(error)
+
+    def record_snapshot(self, snapshot: Snapshot) -> None:
+        """The second half: mark the snapshot (whose file ``write_snapshot_file`` wrote)
+        in the WAL, make that durable, release what it covers."""
+        self._check_snapshot_index(snapshot)
+        try:
+            self._wal.sync()
             self._wal.append_snapshot_marker(
                 SnapshotMarker(snapshot.metadata.index, snapshot.metadata.term)
             )
@@ -177,6 +191,14 @@ class Storage:
             self._apply_retention()
         except StorageError as error:
             self._fail(error)
+
+    def _check_snapshot_index(self, snapshot: Snapshot) -> None:
+        self._check()
+        if snapshot.metadata.index > self._wal.last_index:
+            raise ValueError(
+                f"snapshot at {snapshot.metadata.index} is beyond the last saved index "
+                f"{self._wal.last_index}"
+            )
 
     def close(self) -> None:
         self._wal.close()

@@ -7,6 +7,14 @@ then takes all of them, writes them in order and makes them durable with one fsy
 completes their futures in submission order. So the disk sets the pace of fsyncs, not
 of proposals.
 
+An application snapshot (``submit_snapshot``) takes seconds to write when the state is
+big, so it does not hold up the batches: when the WAL thread reaches it in the queue it
+syncs what came before, then hands the snapshot file to a thread of its own and goes on
+with the batches; once the file is durable, the WAL thread records it (a marker, then
+releases the log it covers) in order with the batches queued by then, and only then
+completes its future. A WAL that stopped for seconds would stop a leader replicating
+(its loop waits for its own write) and a follower acknowledging: elections.
+
 An I/O error (above all a failed fsync) is fatal: the batch's futures and every queued
 one fail with ``StorageError``, and the writer refuses further work; the node must
 crash and recover from disk. This module must never retry an fsync.
@@ -45,11 +53,21 @@ class _Save:
 
 @attrs.frozen
 class _SaveSnapshot:
+    """Sync what came before, then write the file on the snapshot thread."""
+
     snapshot: Snapshot
     future: Future[None]
 
 
-_Work = _Save | _SaveSnapshot
+@attrs.frozen
+class _RecordSnapshot:
+    """The file is durable: mark it in the WAL and release what it covers."""
+
+    snapshot: Snapshot
+    future: Future[None]
+
+
+_Work = _Save | _SaveSnapshot | _RecordSnapshot
 
 
 @attrs.define
@@ -110,8 +128,9 @@ class WalWriter:
         return self._enqueue(_Save(hard_state, entries, snapshot, Future()))
 
     def submit_snapshot(self, snapshot: Snapshot) -> Future[None]:
-        """Queue ``Storage.save_snapshot`` (an application snapshot), in order with the
-        batches submitted before it. A snapshot beyond the last index submitted is a
+        """Save an application snapshot (``Storage.save_snapshot``, in the halves the
+        module docstring describes), after the batches submitted before it; the future
+        completes once it is recorded. A snapshot beyond the last index submitted is a
         bug in the caller and, like an I/O error, stops the writer."""
         return self._enqueue(_SaveSnapshot(snapshot, Future()))
 
@@ -168,6 +187,7 @@ class WalWriter:
         storage = self._storage
         started = time.perf_counter()
         entries = 0
+        handed_off: list[_SaveSnapshot] = []
         try:
             pending_sync = False
             for work in group:
@@ -175,9 +195,16 @@ class WalWriter:
                     storage.save(work.hard_state, work.entries, work.snapshot)
                     entries += len(work.entries)
                     pending_sync = True
+                elif isinstance(work, _SaveSnapshot):
+                    storage.sync()  # a crash keeps a prefix of what was saved
+                    pending_sync = False
+                    if self.threaded:
+                        handed_off.append(work)
+                    else:
+                        storage.write_snapshot_file(work.snapshot)
+                        storage.record_snapshot(work.snapshot)
                 else:
-                    # Syncs what came before it too.
-                    storage.save_snapshot(work.snapshot)
+                    storage.record_snapshot(work.snapshot)  # syncs what came before
                     pending_sync = False
             if pending_sync:
                 storage.sync()
@@ -191,8 +218,29 @@ class WalWriter:
         self.stats.entries += entries
         self.stats.last_sync_seconds = time.perf_counter() - started
         for work in group:
-            work.future.set_result(None)
+            if not (isinstance(work, _SaveSnapshot) and self.threaded):
+                work.future.set_result(None)
+        for work in handed_off:
+            threading.Thread(
+                target=self._write_snapshot_file,
+                args=(work,),
+                name="pnyx-snapshot-writer",
+                daemon=True,
+            ).start()
         return True
+
+    def _write_snapshot_file(self, work: _SaveSnapshot) -> None:
+        """On the snapshot thread: the slow half, then queue the record for the WAL."""
+        try:
+            self._storage.write_snapshot_file(work.snapshot)
+        except BaseException as error:
+            self._die([], error)
+            if not work.future.done():
+                work.future.set_exception(self._failed or StorageError(str(error)))
+            if not isinstance(error, Exception):
+                raise
+            return
+        self._enqueue(_RecordSnapshot(work.snapshot, work.future))
 
     def _die(self, group: list[_Work], error: BaseException) -> None:
         failure = (

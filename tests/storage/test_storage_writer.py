@@ -128,3 +128,50 @@ def test_submit_after_close_fails() -> None:
     writer = WalWriter(Storage.open(MemoryFileSystem(), DATA)).start()
     writer.close(WAIT)
     assert isinstance(writer.submit(None, batch(1)).exception(), StorageError)
+
+
+def test_a_slow_snapshot_file_does_not_hold_up_the_batches() -> None:
+    """The snapshot file is written beside the WAL: batches submitted after it are made
+    durable while its fsync hangs; the snapshot is recorded (and its future completes)
+    only once its file is durable, and recovery finds everything."""
+    fs = MemoryFileSystem()
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_snapshot_file(path: str) -> None:
+        if path.endswith(".snap.tmp"):
+            entered.set()
+            assert release.wait(WAIT), "the test never released the snapshot fsync"
+
+    fs.on_fsync = hold_snapshot_file
+    snapshot = Snapshot(SnapshotMetadata(6, 1, ConfState(frozenset({1}))), b"six")
+    with WalWriter(Storage.open(fs, DATA)) as writer:
+        writer.submit(HardState(1, 1, 6), batch(1, 6)).result(WAIT)
+        saved = writer.submit_snapshot(snapshot)
+        assert entered.wait(WAIT)
+        later = [writer.submit(HardState(1, 1, 6 + n), batch(7 + n, 1)) for n in range(5)]
+        for future in later:
+            future.result(WAIT)  # durable while the snapshot's fsync still hangs
+        assert not saved.done()
+        release.set()
+        saved.result(WAIT)
+    state = Storage.open(fs, DATA).recover()
+    assert state.snapshot == snapshot
+    assert [entry.index for entry in state.entries] == [7, 8, 9, 10, 11]
+
+
+def test_a_failed_snapshot_file_fails_its_future_and_stops_the_writer() -> None:
+    fs = MemoryFileSystem()
+    snapshot = Snapshot(SnapshotMetadata(3, 1, ConfState(frozenset({1}))), b"three")
+
+    def fail_snapshot_file(path: str) -> None:
+        if path.endswith(".snap.tmp"):
+            fs.fail_fsync()
+
+    fs.on_fsync = fail_snapshot_file
+    writer = WalWriter(Storage.open(fs, DATA)).start()
+    writer.submit(HardState(1, 1, 3), batch(1, 3)).result(WAIT)
+    with pytest.raises(StorageError):
+        writer.submit_snapshot(snapshot).result(WAIT)
+    assert isinstance(writer.failed, StorageError)
+    assert isinstance(writer.submit(None, batch(4)).exception(), StorageError)
+    writer.close(WAIT)
