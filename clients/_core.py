@@ -266,6 +266,11 @@ class SeqWindow:
     def in_flight(self) -> int:
         return self._next - self._oldest - len(self._finished_above)
 
+    @property
+    def room(self) -> int:
+        """How many seqs ``take`` would give now."""
+        return self._oldest + self.size - self._next
+
     def take(self) -> int:
         """The next seq, or 0 if it would run ``size`` or more ahead of the oldest
         unfinished one (wait for a ``finish`` then)."""

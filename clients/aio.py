@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any
@@ -83,8 +84,8 @@ class AsyncClient(ClientBase):
     ) -> None:
         super().__init__(endpoints, timeout=timeout, attempt_timeout=attempt_timeout)
         self._engine: LoopEngine = LoopEngine(self._selector, self._identity.client_id)
-        self._seq_waiters: list[asyncio.Future[None]] = []
-        """Writes waiting for room in the seq window."""
+        self._seq_waiters: deque[asyncio.Future[int]] = deque()
+        """Writes waiting for room in the seq window, in order: each is handed its seq."""
         self._children: weakref.WeakSet[AsyncWatch | AsyncLeaseKeepAlive] = weakref.WeakSet()
 
     # ------------------------------------------------------------------ lifecycle
@@ -96,7 +97,7 @@ class AsyncClient(ClientBase):
             child.close()  # watches end; keep-alives make no new refresh
         # Fails every call in flight, so the keep-alives' refreshes end at once.
         self._engine.close()
-        self._wake_seq_waiters()
+        self._fail_seq_waiters()
         for child in children:
             await child.aclose()
 
@@ -327,12 +328,14 @@ class AsyncClient(ClientBase):
         deadline = time.monotonic() + total
         if not self._identity.needs_seq(message):
             return await self._attempts(message, 0, deadline, total, endpoint)
-        seq = self._identity.seqs.take() or await self._wait_for_seq(deadline, total)
+        # Nobody overtakes a write already waiting for room.
+        seq = 0 if self._seq_waiters else self._identity.seqs.take()
+        if not seq:
+            seq = await self._wait_for_seq(deadline, total)
         try:
             return await self._attempts(message, seq, deadline, total, endpoint)
         finally:
-            if self._identity.seqs.finish(seq):
-                self._wake_seq_waiters()
+            self._finish_seq(seq)
 
     async def _attempts(
         self, message: Request, seq: int, deadline: float, total: float, endpoint: str | None
@@ -350,36 +353,48 @@ class AsyncClient(ClientBase):
         raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
     async def _wait_for_seq(self, deadline: float, total: float) -> int:
-        """The exactly-once seq of a new write, once the window has room for it."""
-        window = self._identity.seqs
-        loop = asyncio.get_running_loop()
-        while True:
-            self._check_open()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise errors.TimeoutError(
-                    f"no answer within {total:g}s: {window.size} writes of this client "
-                    "were ahead of it, the oldest still unfinished"
-                )
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._seq_waiters.append(waiter)
-            try:
-                async with asyncio.timeout(remaining):
-                    await waiter
-            except TimeoutError:
-                pass
-            finally:
-                if waiter in self._seq_waiters:
-                    self._seq_waiters.remove(waiter)
-            seq = window.take()
-            if seq:
-                return seq
+        """The exactly-once seq of a new write, handed over by ``_finish_seq`` once the
+        window has room for it (writes waiting get theirs in order)."""
+        self._check_open()
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._seq_waiters.append(waiter)
+        handed = 0
+        try:
+            # asyncio.wait, not a timeout context: that would cancel this task, and a
+            # cancellation racing the hand-over could outlive the wait.
+            await asyncio.wait((waiter,), timeout=max(0.0, deadline - time.monotonic()))
+            if waiter.done():
+                handed = waiter.result()  # raises ClientError if the client closed
+                return handed
+            raise errors.TimeoutError(
+                f"no answer within {total:g}s: {self._identity.seqs.size} writes of this "
+                "client were ahead of it, the oldest still unfinished"
+            )
+        finally:
+            if not handed:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._finish_seq(waiter.result())  # handed one as we stopped waiting
+                waiter.cancel()  # skipped by _finish_seq from now on
 
-    def _wake_seq_waiters(self) -> None:
-        waiters, self._seq_waiters = self._seq_waiters, []
+    def _finish_seq(self, seq: int) -> None:
+        window = self._identity.seqs
+        if not window.finish(seq):
+            return
+        waiters = self._seq_waiters
+        while waiters:
+            if waiters[0].done():  # gave up waiting
+                waiters.popleft()
+                continue
+            handed = window.take()
+            if not handed:
+                return
+            waiters.popleft().set_result(handed)
+
+    def _fail_seq_waiters(self) -> None:
+        waiters, self._seq_waiters = self._seq_waiters, deque()
         for waiter in waiters:
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_exception(errors.ClientError("client is closed"))
 
     async def _attempt(
         self, message: Request, seq: int, deadline: float, endpoint: str | None

@@ -383,9 +383,11 @@ class Client(ClientBase):
                 self._seqs_changed.wait(remaining)
 
     def _finish_seq(self, seq: int) -> None:
+        window = self._identity.seqs
         with self._seqs_changed:
-            if self._identity.seqs.finish(seq):
-                self._seqs_changed.notify_all()
+            if window.finish(seq):
+                # As many as can take one now, not all of them to fight over it.
+                self._seqs_changed.notify(window.room)
 
     def _attempt(
         self, message: Request, seq: int, deadline: float, endpoint: str | None

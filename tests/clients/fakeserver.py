@@ -18,6 +18,7 @@ the real state machine.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -209,7 +210,10 @@ class FakeServer:
     def _wake(self) -> None:
         with self._lock:
             if self._waker is not None:
-                self._waker.send(b"")
+                # NOBLOCK: a thread that already left its loop (stop() racing its last
+                # turn) has closed the other end, and a blocking send would wait forever.
+                with contextlib.suppress(zmq.Again):
+                    self._waker.send(b"", zmq.NOBLOCK)
 
     # ------------------------------------------------------------------ fault injection
 
