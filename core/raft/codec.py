@@ -201,10 +201,39 @@ _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
 }
 
 
-def encode_message(message: Message) -> bytes:
-    """Encode one peer message."""
+def encode_message(message: Message, shared: dict[Any, Any] | None = None) -> bytes:
+    """Encode one peer message.
+
+    ``shared``, if given, is a dict the caller keeps while it encodes the messages of one
+    batch: the entries of an ``AppendRequest`` that carries the same entries as another
+    one encoded with it (a leader replicating the same tail to every follower) are
+    encoded once. The bytes are the same either way (msgpack arrays concatenate: the
+    head of the message, then its entries array)."""
+    if shared is not None and type(message) is AppendRequest and message.entries:
+        entries = message.entries
+        key = (entries[0].index, len(entries))
+        hit = shared.get(key)
+        if hit is None or hit[0] is not entries[0] or hit[1] is not entries[-1]:
+            blob: bytes = _packb(_flat_entries(entries), use_bin_type=True)
+            hit = shared[key] = (entries[0], entries[-1], blob)
+        head: bytes = _packb(_encode_append_request_head(message), use_bin_type=True)
+        # The head is a fixarray of 8 (header byte 0x98): the message is one of 9.
+        return b"\x99" + head[1:] + hit[2]
     result: bytes = _packb(_ENCODERS[type(message)](message), use_bin_type=True)
     return result
+
+
+def _encode_append_request_head(m: AppendRequest) -> list[Any]:
+    return [
+        PROTOCOL_VERSION,
+        TAG_APPEND_REQUEST,
+        m.to,
+        m.sender,
+        m.term,
+        m.prev_log_index,
+        m.prev_log_term,
+        m.commit,
+    ]
 
 
 # --- decoding ------------------------------------------------------------------------

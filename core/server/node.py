@@ -604,11 +604,12 @@ class Node:
             return
         assert self._peer is not None
         by_peer: dict[int, list[bytes]] = {}
+        shared: dict[Any, Any] = {}  # each follower gets the same tail: encode it once
         for message in messages:
             batch = by_peer.get(message.to)
             if batch is None:
                 batch = by_peer[message.to] = []
-            batch.append(encode_message(message))
+            batch.append(encode_message(message, shared))
         raft = self.raft
         for node_id, batch in by_peer.items():
             if not self._peer.send(node_id, batch):

@@ -186,3 +186,29 @@ def test_append_request_encoding_is_compact() -> None:
     encoded = encode_message(request)
     # about 16 bytes per entry: term, index, type, a 10-byte payload and framing
     assert len(encoded) < 100 * 20
+
+
+def test_append_requests_sharing_their_entries_encode_the_same_bytes() -> None:
+    entries = tuple(
+        Entry(term=2, index=i, type=EntryType.NORMAL, data=b"x" * i) for i in range(5, 40)
+    )
+    shared: dict[object, object] = {}
+    for to, commit in ((2, 3), (3, 2**63), (4, 0)):
+        message = AppendRequest(
+            to=to,
+            sender=1,
+            term=2**40,
+            prev_log_index=4,
+            prev_log_term=2,
+            commit=commit,
+            entries=entries,
+        )
+        encoded = encode_message(message, shared)
+        assert encoded == encode_message(message)
+        assert decode_message(encoded) == message
+    assert len(shared) == 1
+    other = entries[:3]  # same first index, another length: its own encoding
+    message = AppendRequest(
+        to=2, sender=1, term=2, prev_log_index=4, prev_log_term=2, commit=1, entries=other
+    )
+    assert decode_message(encode_message(message, shared)) == message
