@@ -5,9 +5,10 @@ as plain functions and small state objects that tests drive directly:
 
 - turning the arguments of ``put``/``get``/... into wire requests (``str`` -> UTF-8,
   prefixes -> ranges) and wire responses into the result values of ``results``;
-- the exactly-once identity: one random ``client_id`` per client and the next ``seq`` for
-  each new mutating request (a retry re-sends the same pair), within a window that
-  keeps the server's deduplication able to answer every retry (``SeqWindow``);
+- the exactly-once identity: a random ``client_id`` and the next ``seq`` for each new
+  mutating request (a retry re-sends the same pair), within a window per client id that
+  keeps the server's deduplication able to answer every retry (``SeqWindow``; a client
+  with more writes in flight opens another client id: ``Identity``);
 - which endpoint to use next (``EndpointSelector``): the leader if known (from
   ``NotLeaderError`` hints and from response headers), else the endpoint that answered
   last, else the next one round-robin, avoiding endpoints known to be down;
@@ -232,9 +233,10 @@ class EndpointSelector:
 
 
 MAX_WRITES_IN_FLIGHT = 64
-"""How far a client's exactly-once sequence numbers may run ahead of its oldest write
-still in flight: a new write gets seq ``s`` only while every write below ``s - 64`` has
-finished (answered, or given up on by its caller).
+"""How far the exactly-once sequence numbers of one client id may run ahead of its
+oldest write still in flight: a new write gets seq ``s`` only while every write of that
+id below ``s - 64`` has finished (answered, or given up on by its caller). A client with
+more writes in flight uses more client ids (``Identity``), so this caps no client.
 
 Why 64: a node remembers the first answers to the last ``W = 128`` seqs it applied per
 client id (``DedupTable.window``) and refuses a retried seq it has forgotten
@@ -295,19 +297,91 @@ class SeqWindow:
         return True
 
 
+MAX_LANES = 16
+"""Client ids (lanes) one client may use at once, each with its own ``SeqWindow``: up to
+``16 * 64`` exactly-once writes in flight per client, none of them beyond what a node's
+window per client id can answer."""
+
+
+@attrs.frozen
+class Ticket:
+    """The exactly-once identity of one write: sent with every attempt of it."""
+
+    client_id: bytes
+    seq: int
+
+
+NO_TICKET = Ticket(b"", 0)
+"""What a request that is not deduplicated (a read, a membership change) carries."""
+
+
 @attrs.define
-class Identity:
-    """The exactly-once identity of one client: a random id for its lifetime and its
-    ``SeqWindow``. Not thread safe by itself: the blocking face guards it with a lock."""
+class Lane:
+    """One client id and the window of its seqs."""
 
     client_id: bytes = attrs.Factory(lambda: os.urandom(16))
-    seqs: SeqWindow = attrs.Factory(SeqWindow)
+    window: SeqWindow = attrs.Factory(SeqWindow)
+
+
+@attrs.define
+class Identity:
+    """The exactly-once identities of one client: ``take`` a ``Ticket`` (client id and
+    seq) for each new write, ``finish`` it when its call is over. The window per client id
+    (``MAX_WRITES_IN_FLIGHT``) is what keeps every retry answerable; a client with more
+    writes in flight than that does not wait - it opens another lane (a new random
+    client id, up to ``max_lanes``). Lanes are filled in order, so a client with little
+    in flight uses one id. Not thread safe by itself: the blocking face guards it."""
+
+    max_lanes: int = MAX_LANES
+    lanes: list[Lane] = attrs.Factory(lambda: [Lane()])
+    _by_id: dict[bytes, Lane] = attrs.field(init=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self._by_id = {lane.client_id: lane for lane in self.lanes}
+
+    @property
+    def client_id(self) -> bytes:
+        """The first lane's id: the one a client with few writes in flight uses."""
+        return self.lanes[0].client_id
+
+    @property
+    def window_size(self) -> int:
+        return self.lanes[0].window.size
 
     @staticmethod
     def needs_seq(message: Message) -> bool:
         """Whether ``message`` is deduplicated by the server (a mutating request), so
-        gets a seq; every other request carries seq 0."""
+        gets a ticket; every other request carries seq 0 and no client id."""
         return type(message) in MUTATING_REQUESTS
+
+    def take(self) -> Ticket | None:
+        """A ticket for a new write, or None if every lane is full and no more may be
+        opened (wait for a ``finish`` then)."""
+        for lane in self.lanes:
+            seq = lane.window.take()
+            if seq:
+                return Ticket(lane.client_id, seq)
+        if len(self.lanes) >= self.max_lanes:
+            return None
+        lane = Lane()
+        self.lanes.append(lane)
+        self._by_id[lane.client_id] = lane
+        return Ticket(lane.client_id, lane.window.take())
+
+    def finish(self, ticket: Ticket) -> bool:
+        """``ticket``'s write is over (whatever its outcome). True if that made room."""
+        lane = self._by_id.get(ticket.client_id)
+        return lane is not None and lane.window.finish(ticket.seq)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(lane.window.in_flight for lane in self.lanes)
+
+    @property
+    def room(self) -> int:
+        """How many tickets ``take`` would give now."""
+        unopened = (self.max_lanes - len(self.lanes)) * self.window_size
+        return sum(lane.window.room for lane in self.lanes) + unopened
 
 
 # --------------------------------------------------------------------------- arguments

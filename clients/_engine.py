@@ -146,6 +146,7 @@ class Call:
     """
 
     __slots__ = (
+        "client_id",
         "deadline",
         "done",
         "endpoint",
@@ -169,6 +170,7 @@ class Call:
         seq: int,
         timeout: float,
         *,
+        client_id: bytes = b"",
         endpoint: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         stream: WatchState | None = None,
@@ -176,6 +178,8 @@ class Call:
     ) -> None:
         self.message = message
         self.seq = seq
+        self.client_id = client_id if seq else b""
+        """With ``seq``, the exactly-once identity of a write (see ``_core.Ticket``)."""
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.fixed_endpoint = endpoint
@@ -227,12 +231,10 @@ class EngineCore:
     def __init__(
         self,
         selector: EndpointSelector,
-        client_id: bytes,
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         self._selector = selector
-        self._client_id = client_id
         self._context = context or zmq.Context.instance()
         self._connections: dict[str, _Connection] = {}
         self._by_socket: dict[zmq.Socket[bytes], _Connection] = {}
@@ -404,13 +406,10 @@ class EngineCore:
             self._send_chunk(connection, calls[start : start + MAX_ENVELOPES_PER_MESSAGE])
 
     def _send_chunk(self, connection: _Connection, calls: list[Call]) -> None:
-        client_id = self._client_id
         try:
             data = encode_batch(
                 [
-                    Envelope(
-                        call.request_id, call.message, client_id if call.seq else b"", call.seq
-                    )
+                    Envelope(call.request_id, call.message, call.client_id, call.seq)
                     for call in calls
                 ]
             )
@@ -690,12 +689,11 @@ class ThreadEngine(EngineCore):
     def __init__(
         self,
         selector: EndpointSelector,
-        client_id: bytes,
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         name: str = "pnyx-client",
     ) -> None:
-        super().__init__(selector, client_id, context=context)
+        super().__init__(selector, context=context)
         self._io = threading.Lock()
         """Held by whoever runs the engine (touches its sockets and tables)."""
         self._lock = threading.Lock()
@@ -919,11 +917,10 @@ class LoopEngine(EngineCore):
     def __init__(
         self,
         selector: EndpointSelector,
-        client_id: bytes,
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
-        super().__init__(selector, client_id, context=context)
+        super().__init__(selector, context=context)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._flush_handle: asyncio.Handle | None = None

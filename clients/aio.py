@@ -3,7 +3,7 @@
 built on the same ``_core``. Its I/O runs in the event loop itself (``LoopEngine``: the
 sockets' descriptors are watched with ``add_reader``), with no thread: calls started by
 the tasks of one loop iteration go out together, and answers resolve their futures
-directly. Writes get exactly-once seqs within the same window as ``Client``'s.
+directly. Writes get exactly-once tickets as ``Client``'s do (see ``client.py``).
 
 Use it from one event loop (the one it is first used in; after that loop is closed, a
 new one may take over). This module waits; it must never touch a socket.
@@ -83,9 +83,9 @@ class AsyncClient(ClientBase):
         attempt_timeout: float | None = None,
     ) -> None:
         super().__init__(endpoints, timeout=timeout, attempt_timeout=attempt_timeout)
-        self._engine: LoopEngine = LoopEngine(self._selector, self._identity.client_id)
-        self._seq_waiters: deque[asyncio.Future[int]] = deque()
-        """Writes waiting for room in the seq window, in order: each is handed its seq."""
+        self._engine: LoopEngine = LoopEngine(self._selector)
+        self._seq_waiters: deque[asyncio.Future[_core.Ticket]] = deque()
+        """Writes waiting for room in a seq window, in order: each is handed its ticket."""
         self._children: weakref.WeakSet[AsyncWatch | AsyncLeaseKeepAlive] = weakref.WeakSet()
 
     # ------------------------------------------------------------------ lifecycle
@@ -327,38 +327,43 @@ class AsyncClient(ClientBase):
         total = self._timeout if timeout is None else timeout
         deadline = time.monotonic() + total
         if not self._identity.needs_seq(message):
-            return await self._attempts(message, 0, deadline, total, endpoint)
+            return await self._attempts(message, _core.NO_TICKET, deadline, total, endpoint)
         # Nobody overtakes a write already waiting for room.
-        seq = 0 if self._seq_waiters else self._identity.seqs.take()
-        if not seq:
-            seq = await self._wait_for_seq(deadline, total)
+        ticket = None if self._seq_waiters else self._identity.take()
+        if ticket is None:
+            ticket = await self._wait_for_ticket(deadline, total)
         try:
-            return await self._attempts(message, seq, deadline, total, endpoint)
+            return await self._attempts(message, ticket, deadline, total, endpoint)
         finally:
-            self._finish_seq(seq)
+            self._finish_ticket(ticket)
 
     async def _attempts(
-        self, message: Request, seq: int, deadline: float, total: float, endpoint: str | None
+        self,
+        message: Request,
+        ticket: _core.Ticket,
+        deadline: float,
+        total: float,
+        endpoint: str | None,
     ) -> tuple[str, Response]:
         try:
-            return await self._attempt(message, seq, deadline, endpoint)
+            return await self._attempt(message, ticket, deadline, endpoint)
         except errors.PnyxError as exc:
-            if not _core.should_retry(message, seq, exc):
+            if not _core.should_retry(message, ticket.seq, exc):
                 raise
         async for attempt in tenacity.AsyncRetrying(
-            **self._retry_settings(message, seq, deadline, total)
+            **self._retry_settings(message, ticket.seq, deadline, total)
         ):
             with attempt:
-                return await self._attempt(message, seq, deadline, endpoint)
+                return await self._attempt(message, ticket, deadline, endpoint)
         raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
-    async def _wait_for_seq(self, deadline: float, total: float) -> int:
-        """The exactly-once seq of a new write, handed over by ``_finish_seq`` once the
-        window has room for it (writes waiting get theirs in order)."""
+    async def _wait_for_ticket(self, deadline: float, total: float) -> _core.Ticket:
+        """The exactly-once ticket of a new write, handed over by ``_finish_ticket`` once
+        a window has room for it (writes waiting get theirs in order)."""
         self._check_open()
-        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[_core.Ticket] = asyncio.get_running_loop().create_future()
         self._seq_waiters.append(waiter)
-        handed = 0
+        handed: _core.Ticket | None = None
         try:
             # asyncio.wait, not a timeout context: that would cancel this task, and a
             # cancellation racing the hand-over could outlive the wait.
@@ -367,26 +372,26 @@ class AsyncClient(ClientBase):
                 handed = waiter.result()  # raises ClientError if the client closed
                 return handed
             raise errors.TimeoutError(
-                f"no answer within {total:g}s: {self._identity.seqs.size} writes of this "
-                "client were ahead of it, the oldest still unfinished"
+                f"no answer within {total:g}s: {self._identity.in_flight} writes of this "
+                "client were in flight ahead of it"
             )
         finally:
-            if not handed:
+            if handed is None:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    self._finish_seq(waiter.result())  # handed one as we stopped waiting
-                waiter.cancel()  # skipped by _finish_seq from now on
+                    self._finish_ticket(waiter.result())  # handed one as we stopped waiting
+                waiter.cancel()  # skipped by _finish_ticket from now on
 
-    def _finish_seq(self, seq: int) -> None:
-        window = self._identity.seqs
-        if not window.finish(seq):
+    def _finish_ticket(self, ticket: _core.Ticket) -> None:
+        identity = self._identity
+        if not identity.finish(ticket):
             return
         waiters = self._seq_waiters
         while waiters:
             if waiters[0].done():  # gave up waiting
                 waiters.popleft()
                 continue
-            handed = window.take()
-            if not handed:
+            handed = identity.take()
+            if handed is None:
                 return
             waiters.popleft().set_result(handed)
 
@@ -397,15 +402,16 @@ class AsyncClient(ClientBase):
                 waiter.set_exception(errors.ClientError("client is closed"))
 
     async def _attempt(
-        self, message: Request, seq: int, deadline: float, endpoint: str | None
+        self, message: Request, ticket: _core.Ticket, deadline: float, endpoint: str | None
     ) -> tuple[str, Response]:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise errors.TimeoutError("deadline passed before the attempt")
         call = Call(
             message,
-            seq,
+            ticket.seq,
             min(self._attempt_timeout, remaining),
+            client_id=ticket.client_id,
             endpoint=endpoint,
             loop=asyncio.get_running_loop(),
         )

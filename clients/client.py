@@ -12,9 +12,10 @@ a request that is safe to repeat (reads, and writes carrying their exactly-once
 ``seq``), is retried elsewhere with backoff until the deadline. Then the call raises
 ``pnyx TimeoutError`` (or ``NoEndpointError`` if no node could be reached at all).
 
-Writes carry exactly-once sequence numbers: at most ``MAX_WRITES_IN_FLIGHT`` (64) ahead
-of the oldest unfinished write of this client (see ``_core``); a write beyond waits
-for room, within its deadline.
+Writes carry an exactly-once ticket (client id, seq): per client id at most
+``MAX_WRITES_IN_FLIGHT`` (64) seqs ahead of the oldest unfinished write, a client with
+more in flight using more client ids (``MAX_LANES``, see ``_core.Identity``); only a
+write beyond all of them waits for room, within its deadline.
 
 This module waits; it must never touch a socket (that is the engine's job).
 """
@@ -100,11 +101,9 @@ class Client(ClientBase):
         attempt_timeout: float | None = None,
     ) -> None:
         super().__init__(endpoints, timeout=timeout, attempt_timeout=attempt_timeout)
-        self._engine: ThreadEngine = ThreadEngine(
-            self._selector, self._identity.client_id, name=f"pnyx-client-{id(self):x}"
-        )
+        self._engine: ThreadEngine = ThreadEngine(self._selector, name=f"pnyx-client-{id(self):x}")
         self._seqs_changed = threading.Condition()
-        """Guards the identity's seq window; notified when it makes room or closes."""
+        """Guards the identity's seq windows; notified when they make room or close."""
         self._children: weakref.WeakSet[Watch | LeaseKeepAlive] = weakref.WeakSet()
 
     # ------------------------------------------------------------------ lifecycle
@@ -343,59 +342,70 @@ class Client(ClientBase):
         total = self._timeout if timeout is None else timeout
         deadline = time.monotonic() + total
         if not self._identity.needs_seq(message):
-            return self._attempts(message, 0, deadline, total, endpoint)
-        seq = self._take_seq(deadline, total)
+            return self._attempts(message, _core.NO_TICKET, deadline, total, endpoint)
+        ticket = self._take_ticket(deadline, total)
         try:
-            return self._attempts(message, seq, deadline, total, endpoint)
+            return self._attempts(message, ticket, deadline, total, endpoint)
         finally:
-            self._finish_seq(seq)
+            self._finish_ticket(ticket)
 
     def _attempts(
-        self, message: Request, seq: int, deadline: float, total: float, endpoint: str | None
+        self,
+        message: Request,
+        ticket: _core.Ticket,
+        deadline: float,
+        total: float,
+        endpoint: str | None,
     ) -> tuple[str, Response]:
         try:
-            return self._attempt(message, seq, deadline, endpoint)
+            return self._attempt(message, ticket, deadline, endpoint)
         except errors.PnyxError as exc:
-            if not _core.should_retry(message, seq, exc):
+            if not _core.should_retry(message, ticket.seq, exc):
                 raise
         for attempt in tenacity.Retrying(
-            sleep=time.sleep, **self._retry_settings(message, seq, deadline, total)
+            sleep=time.sleep, **self._retry_settings(message, ticket.seq, deadline, total)
         ):
             with attempt:
-                return self._attempt(message, seq, deadline, endpoint)
+                return self._attempt(message, ticket, deadline, endpoint)
         raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
-    def _take_seq(self, deadline: float, total: float) -> int:
-        """The exactly-once seq of a new write, once the window has room for it."""
-        window = self._identity.seqs
+    def _take_ticket(self, deadline: float, total: float) -> _core.Ticket:
+        """The exactly-once ticket of a new write, once some window has room for it."""
+        identity = self._identity
         with self._seqs_changed:
             while True:
-                seq = window.take()
-                if seq:
-                    return seq
+                ticket = identity.take()
+                if ticket is not None:
+                    return ticket
                 self._check_open()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise errors.TimeoutError(
-                        f"no answer within {total:g}s: {window.size} writes of this "
-                        "client were ahead of it, the oldest still unfinished"
+                        f"no answer within {total:g}s: {identity.in_flight} writes of this "
+                        "client were in flight ahead of it"
                     )
                 self._seqs_changed.wait(remaining)
 
-    def _finish_seq(self, seq: int) -> None:
-        window = self._identity.seqs
+    def _finish_ticket(self, ticket: _core.Ticket) -> None:
+        identity = self._identity
         with self._seqs_changed:
-            if window.finish(seq):
+            if identity.finish(ticket):
                 # As many as can take one now, not all of them to fight over it.
-                self._seqs_changed.notify(window.room)
+                self._seqs_changed.notify(identity.room)
 
     def _attempt(
-        self, message: Request, seq: int, deadline: float, endpoint: str | None
+        self, message: Request, ticket: _core.Ticket, deadline: float, endpoint: str | None
     ) -> tuple[str, Response]:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise errors.TimeoutError("deadline passed before the attempt")
-        call = Call(message, seq, min(self._attempt_timeout, remaining), endpoint=endpoint)
+        call = Call(
+            message,
+            ticket.seq,
+            min(self._attempt_timeout, remaining),
+            client_id=ticket.client_id,
+            endpoint=endpoint,
+        )
         self._engine.call(call, _WAIT_SLACK)
         if call.error is not None:
             raise call.error

@@ -121,8 +121,26 @@ def test_only_mutating_requests_get_a_seq_and_seqs_increase() -> None:
     assert not identity.needs_seq(StatusRequest())
     assert all(identity.needs_seq(m) for m in (PutRequest(b"k"), DeleteRangeRequest(b"k")))
     assert identity.needs_seq(TxnRequest())
-    assert [identity.seqs.take() for _ in range(3)] == [1, 2, 3]
+    tickets = [identity.take() for _ in range(3)]
+    assert tickets == [_core.Ticket(identity.client_id, seq) for seq in (1, 2, 3)]
     assert _core.Identity().client_id != identity.client_id
+
+
+def test_a_client_with_many_writes_in_flight_opens_more_client_ids() -> None:
+    identity = _core.Identity(max_lanes=2)
+    size = identity.window_size
+    first = [identity.take() for _ in range(size)]
+    assert {t.client_id for t in first if t} == {identity.client_id}
+    second = [identity.take() for _ in range(size)]
+    assert all(second) and len({t.client_id for t in second if t}) == 1
+    assert second[0] is not None and second[0].client_id != identity.client_id
+    assert [t.seq for t in second if t] == list(range(1, size + 1))
+    assert identity.take() is None and identity.room == 0  # both windows full
+    assert first[1] is not None and not identity.finish(first[1])  # not the oldest
+    assert first[0] is not None and identity.finish(first[0])
+    assert identity.room == 2
+    refilled = identity.take()
+    assert refilled == _core.Ticket(identity.client_id, size + 1)  # the first lane again
 
 
 def test_the_seq_window_stops_a_stuck_write_from_being_overtaken_too_far() -> None:

@@ -188,7 +188,9 @@ def test_many_calls_queued_together_travel_in_one_message(
     kv = make_client([fake.endpoint])
     kv.put("warm", "up")
     before = fake.messages
-    calls = [Call(PutRequest(b"k%d" % i, b"v"), 100 + i, 5.0) for i in range(300)]
+    calls = [
+        Call(PutRequest(b"k%d" % i, b"v"), 100 + i, 5.0, client_id=b"test") for i in range(300)
+    ]
     _queue_together(kv, calls)
     for call in calls:
         assert call.lock is not None and call.lock.acquire(timeout=10)
@@ -215,9 +217,10 @@ def test_concurrent_callers_share_messages_and_get_distinct_seqs(
     for thread in threads:
         thread.join()
     assert kv.get("t", range_end="u", count_only=True).count == 200
-    seqs = [e.seq for e in puts(fake)]
-    assert len(seqs) == len(set(seqs)) == 201
-    assert len({e.client_id for e in puts(fake)}) == 1
+    tickets = [(e.client_id, e.seq) for e in puts(fake)]
+    assert len(tickets) == len(set(tickets)) == 201
+    # One client id unless a slow write held its window while 64 newer ones went by.
+    assert kv._identity.client_id in {e.client_id for e in puts(fake)}
 
 
 def test_a_lone_call_does_its_io_in_the_calling_thread(fake: Any, make_client: MakeClient) -> None:
@@ -270,7 +273,7 @@ def test_a_message_refused_as_a_whole_fails_its_attempts_at_once(
     assert time.monotonic() - started < 20  # not the 30 s attempt timeout
     # Several in flight: which were in it is unknown; each fails with an unknown outcome.
     fake.refuse_messages = 1
-    calls = [Call(PutRequest(b"k%d" % i, b"v"), 900 + i, 30.0) for i in range(3)]
+    calls = [Call(PutRequest(b"k%d" % i, b"v"), 900 + i, 30.0, client_id=b"test") for i in range(3)]
     _queue_together(kv, calls)
     for call in calls:
         assert call.lock is not None and call.lock.acquire(timeout=20)
@@ -280,25 +283,33 @@ def test_a_message_refused_as_a_whole_fails_its_attempts_at_once(
     assert kv.put("after", "v").revision > 0
 
 
-def test_writes_in_flight_are_capped_by_the_seq_window(fake: Any) -> None:
+def test_writes_in_flight_are_capped_per_client_id(fake: Any) -> None:
     async def main() -> None:
         async with AsyncClient([fake.endpoint], timeout=60.0, attempt_timeout=1.0) as kv:
+            kv._identity.max_lanes = 2
             await kv.put("warm", "up")
-            first = kv._identity.seqs.take()  # seq 2; finished below
-            kv._identity.seqs.finish(first)
             fake.silent = True
-            writes = [asyncio.ensure_future(kv.put(f"w{i}", "v")) for i in range(100)]
+            writes = [asyncio.ensure_future(kv.put(f"w{i}", "v")) for i in range(200)]
+
+            def tickets() -> set[tuple[bytes, int]]:
+                return {(e.client_id, e.seq) for e in puts(fake)}
+
             deadline = time.monotonic() + 20
-            while len({e.seq for e in puts(fake)}) < 1 + MAX_WRITES_IN_FLIGHT:
+            while len(tickets()) < 1 + 2 * MAX_WRITES_IN_FLIGHT:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.01)
-            # 64 writes sent and unanswered: the 65th waits for the oldest to finish.
-            assert kv._identity.seqs.in_flight == MAX_WRITES_IN_FLIGHT
-            assert max(e.seq for e in puts(fake)) == first + MAX_WRITES_IN_FLIGHT
+            # Two client ids, each with 64 seqs unanswered: the other 72 writes wait.
+            assert kv._identity.in_flight == 2 * MAX_WRITES_IN_FLIGHT
+            by_id: dict[bytes, list[int]] = {}
+            for client_id, seq in tickets():
+                by_id.setdefault(client_id, []).append(seq)
+            assert sorted(len(seqs) for seqs in by_id.values()) == [64, 65]  # + the warm-up
+            assert max(max(seqs) - min(seqs) for seqs in by_id.values()) <= MAX_WRITES_IN_FLIGHT
             fake.silent = False
-            # The node answers the retries; the window moves and everything completes.
+            # The node answers the retries; the windows move and everything completes.
             results = await asyncio.gather(*writes)
-            assert len({r.revision for r in results}) == 100
+            assert len({r.revision for r in results}) == 200
+            assert len({client_id for client_id, _ in tickets()}) == 2
 
     asyncio.run(asyncio.wait_for(main(), 60))
 
@@ -614,7 +625,9 @@ def test_requests_over_the_message_size_limit_are_split_across_messages(
     kv.put("warm", "up")
     before = fake.messages
     value = b"x" * (1536 * 1024 - 100)
-    calls = [Call(PutRequest(b"big%d" % i, value), 50 + i, 10.0) for i in range(5)]
+    calls = [
+        Call(PutRequest(b"big%d" % i, value), 50 + i, 10.0, client_id=b"test") for i in range(5)
+    ]
     _queue_together(kv, calls)
     for call in calls:
         assert call.lock is not None and call.lock.acquire(timeout=20)
