@@ -244,7 +244,10 @@ def test_unreachable_cluster_is_one_line_and_exit_code_3() -> None:
     )
     assert result.exit_code == EXIT_UNAVAILABLE
     assert len(lines(result)) == 1
-    assert result.output.startswith("Error: NoEndpointError: ")
+    # Which of the two a refused endpoint gives depends on whether the refusal is seen
+    # before the 0.3 s deadline (a busy machine may not get there): both are
+    # "unavailable", one line, exit code 3.
+    assert result.output.startswith(("Error: NoEndpointError: ", "Error: TimeoutError: "))
     status = CliRunner().invoke(
         main, ["--endpoints", "tcp://127.0.0.1:1", "--timeout", "0.3", "status"]
     )
