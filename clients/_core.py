@@ -415,6 +415,8 @@ _E = TypeVar("_E", bound=enum.IntEnum)
 
 def as_enum(enum_type: type[_E], value: _E | str | int, what: str) -> _E:
     """An enum member from itself, its name (any case) or its int value."""
+    if type(value) is enum_type:
+        return value  # the common case (defaults), without the enum machinery
     try:
         if isinstance(value, str):
             return enum_type[value.upper()]
