@@ -58,7 +58,7 @@ from pnyx.clients._core import (
     WatchState,
     whole_message_refused,
 )
-from pnyx.clients._log import library_logger
+from pnyx.clients.log import library_logger
 from pnyx.core import errors
 from pnyx.core.wire import (
     DecodeError,

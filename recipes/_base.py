@@ -41,8 +41,7 @@ the session is lost). Every cluster request is bounded by the client's timeout.
 **Logging.** Recipe modules log through ``library_logger(name)``: silent below WARNING
 until the application configures structlog (``structlog.is_configured()``), so a program
 that never set up logging does not get the recipes' info lines on stdout; never
-configuring structlog itself. (The client library has the same helper, privately; the
-recipes use only the client's public API, hence this twin.)
+configuring structlog itself. The helper is the client library's (``pnyx.clients.log``).
 
 This module holds plumbing only: it must never talk to the cluster itself, and never
 import ``pnyx.core`` beyond ``pnyx.core.errors`` (recipes use the public client API).
@@ -52,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import threading
 import time
@@ -61,9 +59,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import attrs
-import structlog
 
 from pnyx.clients import AsyncClient, Client
+from pnyx.clients.log import LibraryLogger, library_logger
 from pnyx.core import errors
 
 __all__ = [
@@ -79,61 +77,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-QUIET_BELOW = logging.WARNING
-"""Without the application's structlog configuration, events below this level are dropped."""
-
-
-class LibraryLogger:
-    """A structlog logger for recipe modules: events below ``QUIET_BELOW`` are dropped
-    while ``structlog.is_configured()`` is false; otherwise every event goes to structlog
-    under the application's configuration, looked up per event (never cached, so a
-    configuration made later applies). ``args`` name the logger; ``context`` is bound."""
-
-    __slots__ = ("_args", "_context")
-
-    def __init__(self, *args: Any, **context: Any) -> None:
-        self._args = args
-        self._context = context
-
-    def bind(self, **values: Any) -> LibraryLogger:
-        return LibraryLogger(*self._args, **{**self._context, **values})
-
-    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._emit(logging.DEBUG, "debug", event, args, kw)
-
-    def info(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._emit(logging.INFO, "info", event, args, kw)
-
-    def warning(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._emit(logging.WARNING, "warning", event, args, kw)
-
-    warn = warning
-
-    def error(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._emit(logging.ERROR, "error", event, args, kw)
-
-    def exception(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._emit(logging.ERROR, "exception", event, args, kw)
-
-    def critical(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._emit(logging.CRITICAL, "critical", event, args, kw)
-
-    def _emit(
-        self, level: int, method: str, event: str | None, args: tuple[Any, ...], kw: dict[str, Any]
-    ) -> Any:
-        if level < QUIET_BELOW and not structlog.is_configured():
-            return None
-        logger = structlog.get_logger(*self._args)
-        if self._context:
-            logger = logger.bind(**self._context)
-        return getattr(logger, method)(event, *args, **kw)
-
-
-def library_logger(*args: Any, **context: Any) -> LibraryLogger:
-    """The logger a recipe module keeps in ``_log``: ``library_logger("pnyx.recipes.x")``."""
-    return LibraryLogger(*args, **context)
-
 
 _log = library_logger("pnyx.recipes")
 

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from pnyx.clients import Client
-from pnyx.clients._log import library_logger
+from pnyx.clients.log import library_logger
 from pnyx.recipes import _base as recipes_base
 
 
