@@ -189,6 +189,8 @@ fraction of its size."""
 _SNAPSHOT_RETRY = 10.0
 _AUTO_COMPACTION_INTERVAL = 5.0
 _REMOVAL_NOTICE_INTERVAL = 1.0
+_BULK_ALLOCATIONS = 1000
+"""Objects an apply may leave to the young collections; beyond, they are frozen."""
 _HEAP_FREEZE_INTERVAL = 1.0
 """How often the objects that survived the young collections are moved out of the cyclic
 garbage collector's reach (``gc.freeze``), see ``_freeze_heap``."""
@@ -702,8 +704,8 @@ class Node:
         self._send_messages(ready.messages if messages is None else messages)
         if ready.snapshot is not None:
             self._apply_snapshot(ready.snapshot)
-        for entry in ready.committed_entries:
-            self._apply_entry(entry)
+        if ready.committed_entries:
+            self._apply_entries(ready.committed_entries)
         for read_state in ready.read_states:
             self._on_read_state(read_state)
         self.raft.advance(ready)
@@ -764,6 +766,28 @@ class Node:
             self._log.info("proposals.reproposed", count=reproposed, term=self.raft.term)
 
     # ------------------------------------------------------------------ apply
+
+    def _apply_entries(self, entries: Sequence[Entry]) -> None:
+        """Apply committed entries with the cyclic garbage collector paused, then exempt
+        what they built from it (``gc.freeze``) if that is a lot.
+
+        Why: what applying builds is state (key versions, exactly-once answers) that
+        lives on, and the short-lived rest is freed by reference counting; a collector
+        that runs meanwhile only walks the new state again and again (gen 0, gen 1, and
+        gen 2 once it grew by a quarter): measured, a third of the apply CPU, and for
+        one big entry (a prefix delete of 300k keys) most of a second-long stall. See
+        ``_freeze_heap`` for why freezing leaks nothing that matters."""
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
+        try:
+            for entry in entries:
+                self._apply_entry(entry)
+        finally:
+            if collecting:
+                gc.enable()
+                if gc.get_count()[0] > _BULK_ALLOCATIONS:
+                    gc.freeze()
 
     def _apply_entry(self, entry: Entry) -> None:
         index = entry.index
