@@ -41,7 +41,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 import attrs
@@ -87,15 +87,16 @@ class SnapshotJob:
 
 
 def start_snapshot(
-    encode: Callable[[], bytes],
+    encode: Callable[[], bytes | Sequence[bytes]],
     index: int,
     on_done: Callable[[Future[bytes]], object],
     *,
     fork: bool = True,
 ) -> SnapshotJob:
-    """Start encoding ``encode()`` (the state at applied ``index``). ``on_done`` is called
-    with the future when the bytes are ready (from the reader thread, or at once when
-    encoded inline)."""
+    """Start encoding ``encode()`` (the state at applied ``index``): its bytes, or parts
+    whose concatenation they are (the child writes them one after the other). ``on_done``
+    is called with the future when the bytes are ready (from the reader thread, or at
+    once when encoded inline)."""
     future: Future[bytes] = Future()
     started = time.perf_counter()
     if fork and hasattr(os, "fork"):
@@ -108,7 +109,8 @@ def start_snapshot(
         future.add_done_callback(on_done)
         return job
     try:
-        future.set_result(encode())
+        encoded = encode()
+        future.set_result(encoded if isinstance(encoded, bytes) else b"".join(encoded))
     except Exception as error:
         future.set_exception(error)
     future.add_done_callback(on_done)
@@ -116,7 +118,10 @@ def start_snapshot(
 
 
 def _fork_child(
-    encode: Callable[[], bytes], index: int, future: Future[bytes], started: float
+    encode: Callable[[], bytes | Sequence[bytes]],
+    index: int,
+    future: Future[bytes],
+    started: float,
 ) -> SnapshotJob | None:
     """Fork the encoding child and its reader thread; None if the fork failed (no memory,
     too many processes)."""
@@ -150,7 +155,7 @@ def _fork_child(
 
 
 def _child(  # pragma: no cover - runs in the forked child
-    encode: Callable[[], bytes], read_end: int, write_end: int, parent: int
+    encode: Callable[[], bytes | Sequence[bytes]], read_end: int, write_end: int, parent: int
 ) -> None:
     code = 1
     try:
@@ -165,10 +170,12 @@ def _child(  # pragma: no cover - runs in the forked child
         limit = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], _MAX_FD_SWEEP)
         os.closerange(3, write_end)
         os.closerange(write_end + 1, max(limit, write_end + 1))
-        view = memoryview(encode())
-        while view:
-            written = os.write(write_end, view)
-            view = view[written:]
+        encoded = encode()
+        for part in (encoded,) if isinstance(encoded, bytes) else encoded:
+            view = memoryview(part)
+            while view:
+                written = os.write(write_end, view)
+                view = view[written:]
         code = 0
     except BaseException:
         code = 1

@@ -46,6 +46,15 @@ def test_the_encoded_state_comes_back_whole(fork: bool) -> None:
     assert seen == [job.future] and job.future.result() == expected
 
 
+@pytest.mark.parametrize("fork", [True, False])
+def test_an_encoding_in_parts_comes_back_joined(fork: bool) -> None:
+    parts = [b"head", os.urandom(3 << 20), b"", b"tail"]
+    _, done, on_done = _collector()
+    job = start_snapshot(lambda: parts, 3, on_done, fork=fork)  # type: ignore[arg-type]
+    assert done.wait(30)
+    assert job.future.result() == b"".join(parts)
+
+
 def test_the_child_sees_the_state_as_it_was_at_the_fork() -> None:
     state = [b"before"]
     _, done, on_done = _collector()
