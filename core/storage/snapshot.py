@@ -39,6 +39,7 @@ _MAGIC = b"PNYXSNP1"
 _HEADER = struct.Struct("<8sQI")
 _NAME = re.compile(r"^snap-([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
 _TEMPORARY_SUFFIX = ".tmp"
+_SYNC_EVERY_BYTES = 8 << 20
 
 T = TypeVar("T")
 
@@ -165,8 +166,23 @@ class SnapshotStore:
             self._io(lambda: self._fs.remove(temporary), "remove a temporary file")
         handle = self._io(lambda: self._fs.open_append(temporary), "create a snapshot file")
         try:
+            # In slices, each made durable before the next: one fsync of hundreds of
+            # megabytes at the end would queue them all ahead of the WAL's next fsync
+            # (same disk), and a leader waiting that long for its own write sends no
+            # heartbeats.
+            unsynced = 0
             for part in parts:
-                self._io(lambda part=part: handle.write(part), "write a snapshot file")  # type: ignore[misc]
+                for start in range(0, len(part), _SYNC_EVERY_BYTES):
+                    piece = (
+                        part
+                        if len(part) <= _SYNC_EVERY_BYTES
+                        else part[start : start + _SYNC_EVERY_BYTES]
+                    )
+                    self._io(lambda piece=piece: handle.write(piece), "write a snapshot file")  # type: ignore[misc]
+                    unsynced += len(piece)
+                    if unsynced >= _SYNC_EVERY_BYTES:
+                        self._io(handle.sync, "fsync a snapshot file")
+                        unsynced = 0
             self._io(handle.sync, "fsync a snapshot file")
         finally:
             handle.close()

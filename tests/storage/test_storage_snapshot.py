@@ -19,7 +19,13 @@ from pnyx.core.raft.types import (
     SnapshotMetadata,
 )
 from pnyx.core.storage import MemoryFileSystem, SimulatedCrash, Storage
-from pnyx.core.storage.snapshot import decode_snapshot, encode_snapshot, encode_snapshot_parts
+from pnyx.core.storage import snapshot as snapshot_module
+from pnyx.core.storage.snapshot import (
+    SnapshotStore,
+    decode_snapshot,
+    encode_snapshot,
+    encode_snapshot_parts,
+)
 
 DATA = "/data"
 SEGMENT_SIZE = 120
@@ -73,6 +79,22 @@ def test_the_file_written_in_parts_is_the_documented_layout(size: int) -> None:
     expected = struct.pack("<8sQI", b"PNYXSNP1", len(body), zlib.crc32(body)) + body
     assert b"".join(parts) == encode_snapshot(snapshot) == expected
     assert decode_snapshot(expected, "x") == snapshot
+
+
+def test_a_big_snapshot_file_is_made_durable_slice_by_slice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(snapshot_module, "_SYNC_EVERY_BYTES", 1000)
+    fs = MemoryFileSystem()
+    fs.mkdir(DATA)
+    store = SnapshotStore.open(fs, DATA)
+    conf = ConfState(voters=frozenset({1}))
+    snapshot = Snapshot(SnapshotMetadata(9, 2, conf), bytes(range(256)) * 40)  # 10 KiB
+    syncs: list[str] = []
+    fs.on_fsync = syncs.append
+    file = store.save(snapshot)
+    assert sum(path.endswith(".snap.tmp") for path in syncs) >= 10
+    assert store.load(file) == snapshot
 
 
 def _store_with_history() -> tuple[MemoryFileSystem, Storage]:
