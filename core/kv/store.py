@@ -29,8 +29,8 @@ randomness. Lease times enter only as ``now`` arguments of the member-local leas
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Container, Iterable
 from typing import Any, TypeAlias
 
 import attrs
@@ -248,7 +248,8 @@ class DedupTable:
     window: int = 8192
     max_clients: int = 16_384
     max_bytes: int = 64 << 20
-    _clients: dict[bytes, _Session] = attrs.field(init=False, factory=dict)
+    # Least recently used first (``move_to_end`` on every use: O(1), in C).
+    _clients: OrderedDict[bytes, _Session] = attrs.field(init=False, factory=OrderedDict)
     _bytes: int = attrs.field(init=False, default=0)
 
     def __len__(self) -> int:
@@ -266,7 +267,7 @@ class DedupTable:
             return None
         entry = session.responses.get(seq)
         if entry is not None:
-            self._touch(client_id, session)
+            self._clients.move_to_end(client_id)
             return _expand(entry)
         if seq <= session.floor:
             raise DuplicateRequestError(
@@ -277,19 +278,25 @@ class DedupTable:
     def record(self, client_id: bytes, seq: int, response: Response) -> None:
         """Remember the first response to ``(client_id, seq)``. ``response`` is the state
         machine's own (its header carries only the revision)."""
+        if type(response) is PutResponse and response.prev_kv is None:
+            self._record(client_id, seq, response.header.revision, _COMPACT_BYTES)
+        else:
+            size = _response_size(response)
+            self._record(client_id, seq, (response, size), size)
+
+    def record_put(self, client_id: bytes, seq: int, revision: int) -> None:
+        """``record`` of the ``PutResponse`` (without ``prev_kv``) at ``revision``."""
+        self._record(client_id, seq, revision, _COMPACT_BYTES)
+
+    def _record(
+        self, client_id: bytes, seq: int, entry: int | tuple[Response, int], size: int
+    ) -> None:
         clients = self._clients
         session = clients.get(client_id)
         if session is None:
             session = clients[client_id] = _Session()
         else:
-            self._touch(client_id, session)
-        entry: int | tuple[Response, int]
-        if type(response) is PutResponse and response.prev_kv is None:
-            entry = response.header.revision
-            size = _COMPACT_BYTES
-        else:
-            size = _response_size(response)
-            entry = (response, size)
+            clients.move_to_end(client_id)
         responses = session.responses
         if seq in responses:
             # Not reached through ``apply`` (a known seq is answered, not re-applied);
@@ -303,8 +310,8 @@ class DedupTable:
         while len(clients) > 1 and (
             len(clients) > self.max_clients or self._bytes > self.max_bytes
         ):
-            oldest_id = next(iter(clients))
-            for evicted in clients.pop(oldest_id).responses.values():
+            _oldest_id, oldest = clients.popitem(last=False)
+            for evicted in oldest.responses.values():
                 self._bytes -= _entry_size(evicted)
         while len(responses) > 1 and self._bytes > self.max_bytes:
             self._evict_oldest_seq(session)
@@ -318,7 +325,7 @@ class DedupTable:
         return dumped
 
     def load(self, dumped: Iterable[Any], limits: Limits = DEFAULT_LIMITS) -> None:
-        self._clients = {}
+        self._clients = OrderedDict()
         self._bytes = 0
         for client_id, floor, responses in dumped:
             session = _Session(floor=floor)
@@ -335,14 +342,6 @@ class DedupTable:
                 session.order.append(seq)
                 self._bytes += size
             self._clients[client_id] = session
-
-    def _touch(self, client_id: bytes, session: _Session) -> None:
-        # Move to the most-recently-used end (dicts keep insertion order), unless there
-        # already: the common case of one busy client costs nothing.
-        clients = self._clients
-        if next(reversed(clients)) != client_id:
-            del clients[client_id]
-            clients[client_id] = session
 
     def _evict_oldest_seq(self, session: _Session) -> None:
         seq = session.order.popleft()
@@ -475,13 +474,74 @@ class KVStateMachine:
             InvalidRequestError(f"not a command: {type(command).__name__}"), self.header()
         )
 
-    def apply_batch(self, index: int, batch: ClientBatch) -> list[Response] | None:
+    def apply_batch(
+        self,
+        index: int,
+        batch: ClientBatch,
+        wanted: Container[tuple[bytes, int]] | None = None,
+    ) -> list[Response | None] | None:
         """Apply a ``ClientBatch`` committed at Raft ``index``: the response of each of its
-        commands, in order; None for an index already applied (see ``apply``)."""
+        commands, in order; None for an index already applied (see ``apply``).
+
+        ``wanted``, if given, holds the ``(client_id, seq)`` of the commands whose
+        responses the caller will use (those it has someone waiting for): the response
+        of another plain put comes back as None instead of being built (what the
+        exactly-once table keeps of it, its revision, is recorded all the same). Every
+        member applies every write and mostly answers none of them."""
         if index <= self._applied_index:
             return None
         self._applied_index = index
-        return [self._apply_client(index, command) for command in batch.commands]
+        if wanted is None:
+            return [self._apply_client(index, command) for command in batch.commands]
+        out: list[Response | None] = []
+        for command in batch.commands:
+            request = command.request
+            if (
+                type(request) is PutRequest
+                and not request.prev_kv
+                and (command.client_id, command.seq) not in wanted
+            ):
+                out.append(self._apply_put_unanswered(index, command, request))
+            else:
+                out.append(self._apply_client(index, command))
+        return out
+
+    def _apply_put_unanswered(
+        self, index: int, command: ClientCommand, request: PutRequest
+    ) -> Response | None:
+        """``_apply_client`` for a plain put nobody waits for: the same effect on the
+        state and the exactly-once table, without building the response."""
+        exactly_once = command.seq > 0
+        if exactly_once:
+            try:
+                if self.dedup.lookup(command.client_id, command.seq) is not None:
+                    return None
+            except DuplicateRequestError:
+                return None
+        try:
+            self.mvcc.put_only(request)
+        except PnyxError:
+            return self._apply_client_executed(index, command, exactly_once)
+        except Exception as exc:
+            # A bug (see ``_execute``): answered, never applied a second time.
+            _log.error("apply failed", index=index, request="PutRequest", exc_info=exc)
+            response = error_response_from_exception(exc, self.header())
+            if exactly_once:
+                self.dedup.record(command.client_id, command.seq, response)
+            return response
+        if exactly_once:
+            self.dedup.record_put(command.client_id, command.seq, self.mvcc.revision)
+        return None
+
+    def _apply_client_executed(
+        self, index: int, command: ClientCommand, exactly_once: bool
+    ) -> Response:
+        # The put was refused before it wrote anything: run it the ordinary way, which
+        # gives (and records) the refusal.
+        response = self._execute(index, command.request)
+        if exactly_once:
+            self.dedup.record(command.client_id, command.seq, response)
+        return response
 
     def _apply_client(self, index: int, command: ClientCommand) -> Response:
         request = command.request

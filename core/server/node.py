@@ -821,10 +821,12 @@ class Node:
                 return
         if type(kv_command) is ClientBatch:
             self._applied_since_snapshot += len(kv_command.commands) - 1
-            responses = self._kv.apply_batch(index, kv_command)
+            # Only the writes someone waits for here need their responses built.
+            responses = self._kv.apply_batch(index, kv_command, self._pending)
             if responses is not None:
                 for one, one_response in zip(kv_command.commands, responses, strict=True):
-                    self._answer(one, one_response)
+                    if one_response is not None:
+                        self._answer(one, one_response)
             return
         response = self._kv.apply(index, kv_command)
         if response is not None and isinstance(kv_command, ClientCommand):

@@ -358,3 +358,31 @@ def test_malformed_batches_are_refused() -> None:
     ):
         with pytest.raises(InvalidRequestError):
             decode_command(bad)
+
+
+def test_responses_nobody_waits_for_are_not_built_and_change_nothing_else() -> None:
+    commands = [
+        *client_commands(9),
+        ClientCommand(b"x", 1, PutRequest(b"k", b"v", lease=12345)),  # refused: no lease
+        ClientCommand(b"x", 2, PutRequest(b"k", b"v")),
+        ClientCommand(b"x", 2, PutRequest(b"k", b"again")),  # a repeat
+    ]
+    full, lean = KVStateMachine(), KVStateMachine()
+    wanted = {(c.client_id, c.seq) for c in commands[::3]}
+    for index, start in enumerate(range(0, len(commands), 16), start=1):
+        batch = ClientBatch(tuple(commands[start : start + 16]))
+        everything = full.apply_batch(index, batch)
+        some = lean.apply_batch(index, batch, wanted)
+        assert everything is not None and some is not None
+        for command, one, other in zip(batch.commands, everything, some, strict=True):
+            request = command.request
+            plain_put = isinstance(request, PutRequest) and not request.prev_kv
+            if (command.client_id, command.seq) in wanted or not plain_put:
+                assert other == one
+            elif other is not None:
+                assert other == one and isinstance(other, ErrorResponse)
+    assert lean.snapshot() == full.snapshot()
+    # A retry after all of it gets the first answer either way.
+    retry = ClientCommand(b"x", 1, PutRequest(b"k", b"v", lease=12345))
+    assert lean.apply(10_000, retry) == full.apply(10_000, retry)
+    assert isinstance(lean.apply(10_001, commands[-2]), PutResponse)
