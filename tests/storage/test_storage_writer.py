@@ -175,3 +175,35 @@ def test_a_failed_snapshot_file_fails_its_future_and_stops_the_writer() -> None:
     assert isinstance(writer.failed, StorageError)
     assert isinstance(writer.submit(None, batch(4)).exception(), StorageError)
     writer.close(WAIT)
+
+
+def test_save_now_persists_on_the_callers_thread_only_when_the_writer_is_idle() -> None:
+    fs = MemoryFileSystem()
+    gate = FsyncGate()
+    fs.on_fsync = gate
+    with WalWriter(Storage.open(fs, DATA)) as writer:
+        first = writer.submit(HardState(1, 1, 0), batch(1))
+        assert gate.entered.wait(WAIT)  # the thread is inside its fsync
+        assert writer.save_now(None, batch(4)) is False  # busy: submit instead
+        queued = writer.submit(None, batch(4))
+        gate.release.set()
+        first.result(WAIT)
+        queued.result(WAIT)
+        syncs = fs.fsync_count
+        assert writer.save_now(HardState(1, 1, 6), batch(7)) is True  # idle: done here
+        assert fs.fsync_count == syncs + 1
+    state = Storage.open(fs, DATA).recover()
+    assert [entry.index for entry in state.entries] == list(range(1, 10))
+    assert state.hard_state == HardState(1, 1, 6)
+
+
+def test_save_now_after_a_failed_fsync_raises() -> None:
+    fs = MemoryFileSystem()
+    writer = WalWriter(Storage.open(fs, DATA)).start()
+    fs.fail_fsync()
+    with pytest.raises(StorageError):
+        writer.save_now(HardState(1, 1, 0), batch(1))
+    with pytest.raises(StorageError):
+        writer.save_now(None, batch(4))
+    assert isinstance(writer.submit(None, batch(4)).exception(), StorageError)
+    writer.close(WAIT)
