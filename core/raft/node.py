@@ -189,7 +189,6 @@ class RaftNode:
         self._read_states: list[ReadState] = []
         self._forward_buffer: list[Entry] = []
         self._needs_broadcast = False
-        self._broadcast_commit = 0
 
         # Every configuration in the log, oldest first, as (index of its entry, state);
         # the first element is the base (a snapshot's, or the empty one at index 0).
@@ -362,6 +361,21 @@ class RaftNode:
         if self._heartbeat_elapsed >= self._heartbeat_tick:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat()
+        else:
+            self._send_commit_updates()
+
+    def _send_commit_updates(self) -> None:
+        """Tell followers a commit index they have not heard yet, once per tick.
+
+        A commit does not send a message of its own to every follower (and cost an answer
+        from each): the next AppendRequest carries it, and when none goes out, this does
+        within a tick. Nothing waits on it: the leader answers clients when it applies,
+        a follower's ReadIndex learns the commit index from the round's heartbeat, and
+        committed entries are already durable on a quorum."""
+        committed = self._log.committed
+        for node_id, pr in self._progress.items():
+            if pr.commit_sent < committed and pr.commit_sent < pr.match:
+                self._send_append(node_id, pr, True)
 
     def _retry_lost_snapshots(self) -> None:
         # A snapshot (or its acknowledgement) may be lost: after one to two election
@@ -441,7 +455,6 @@ class RaftNode:
         self._role = _LEADER
         self._after_role_change()
         self._uncommitted_bytes = 0
-        self._broadcast_commit = self._log.committed
         self._sync_progress()
         # The no-op of the new term: commits everything before it and lets ReadIndex and
         # configuration changes proceed (they wait for a commit in the current term).
@@ -825,6 +838,7 @@ class RaftNode:
                 commit=log.committed,
             )
         )
+        pr.commit_sent = log.committed
         if pr.state is _REPLICATE:
             if entries:
                 sent_last = entries[-1].index
@@ -873,12 +887,15 @@ class RaftNode:
         context = read_round.context if read_round is not None else b""
         committed = self._log.committed
         for node_id, pr in self._progress.items():
+            commit = pr.match if pr.match < committed else committed
+            if commit > pr.commit_sent:
+                pr.commit_sent = commit
             self._send(
                 HeartbeatRequest(
                     to=node_id,
                     sender=self._id,
                     term=self._term,
-                    commit=pr.match if pr.match < committed else committed,
+                    commit=commit,
                     context=context,
                 )
             )
@@ -1267,11 +1284,9 @@ class RaftNode:
         per Ready (batching many proposals into one AppendRequest), forwarded proposals
         in one ProposalForward."""
         if self._role is _LEADER:
-            commit_moved = self._log.committed > self._broadcast_commit
-            if self._needs_broadcast or commit_moved:
+            if self._needs_broadcast:
                 self._needs_broadcast = False
-                self._broadcast_commit = self._log.committed
-                self._broadcast_append(send_if_empty=commit_moved)
+                self._broadcast_append(send_if_empty=False)
             if self._reads.queued and self._reads.round is None:
                 self._start_read_round()
         elif self._forward_buffer:

@@ -65,6 +65,10 @@ class Progress:
     recent_active: bool = True
     """Heard from since the last CheckQuorum round."""
     is_learner: bool = False
+    commit_sent: int = 0
+    """The highest commit index this follower was told (in an AppendRequest or a
+    heartbeat): the leader tells it more on its next tick, not in a message of its own
+    for every commit (see ``RaftNode._send_commit_updates``)."""
 
     def is_paused(self) -> bool:
         state = self.state

@@ -193,6 +193,13 @@ class LocalCluster:
                     self.members[node_id].node.tick()
             self.stabilize()
 
+    def spread_commit(self) -> None:
+        """Tick the leader once: it tells followers a commit index they have not heard
+        (a commit sends no message of its own; see ``RaftNode._send_commit_updates``)."""
+        leader = self.leader()
+        if leader:
+            self.tick(node_ids=[leader])
+
     def tick_until(
         self,
         predicate: Callable[[], bool],

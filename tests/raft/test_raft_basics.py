@@ -22,6 +22,7 @@ def test_proposals_replicate_commit_and_apply_on_every_node() -> None:
     for i in range(20):
         cluster[1].propose(b"v%d" % i)
     cluster.stabilize()
+    cluster.spread_commit()
     expected = [b"v%d" % i for i in range(20)]
     for node_id in (1, 2, 3):
         assert cluster.members[node_id].data == expected

@@ -25,6 +25,7 @@ def test_learner_gets_the_log_but_neither_votes_nor_counts_for_commit() -> None:
     cluster = LocalCluster(voters=(1, 2, 3), learners=(4,))
     cluster.elect(1)
     cluster.propose(1, b"x")
+    cluster.spread_commit()
     assert cluster.members[4].data == [b"x"]
     cluster.partition({1, 4}, {2, 3})
     commit = cluster[1].commit_index

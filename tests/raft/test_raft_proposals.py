@@ -44,6 +44,7 @@ def test_follower_forwards_its_proposals_to_the_leader_in_one_message() -> None:
     (forward,) = cluster.queued(ProposalForward)
     assert forward.to == 1 and len(forward.entries) == 5
     cluster.stabilize()
+    cluster.spread_commit()
     assert cluster.members[3].data == [b"f%d" % i for i in range(5)]
 
 
@@ -76,6 +77,7 @@ def test_a_single_proposal_larger_than_the_limit_is_accepted_when_nothing_is_pen
     cluster = LocalCluster(max_uncommitted_bytes=10)
     cluster.elect(1)
     cluster.propose(1, b"x" * 50)
+    cluster.spread_commit()
     assert cluster.members[2].data == [b"x" * 50]
 
 
@@ -146,6 +148,7 @@ def test_restart_reloads_hard_state_log_and_configuration() -> None:
     cluster = LocalCluster()
     cluster.elect(1)
     cluster.propose(1, b"x")
+    cluster.spread_commit()
     term = cluster[2].term
     disk = cluster.members[2].disk
     node = RaftNode(RaftConfig(id=2), random.Random(5), persisted=disk.persisted_state())

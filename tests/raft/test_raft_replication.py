@@ -138,6 +138,7 @@ def test_follower_with_a_conflicting_suffix_is_repaired() -> None:
     cluster.set_log(3, [2, 2, 3, 3, 3, 3, 3])
     cluster.elect(1)
     cluster.propose(1, b"new")
+    cluster.spread_commit()
     leader = cluster[1]
     for node_id in (2, 3):
         assert cluster[node_id].entries(1, 100) == leader.entries(1, 100)
@@ -309,12 +310,29 @@ def test_commit_needs_the_followers_persisted_acknowledgement() -> None:
     assert leader.commit_index == leader.last_index
 
 
-def test_followers_learn_the_commit_index_after_the_leader_commits() -> None:
-    cluster = LocalCluster()
+def test_followers_learn_the_commit_index_on_the_leaders_next_append_or_tick() -> None:
+    cluster = LocalCluster(heartbeat_tick=5)
     cluster.elect(1)
+    cluster.tick(times=5)  # past the election's heartbeat
+    cluster.delivered.clear()
     cluster.propose(1, b"x")
+    # The commit cost no message of its own: one append and one answer per follower.
+    appends = [m for m in cluster.delivered if isinstance(m, AppendRequest)]
+    assert sorted(m.to for m in appends) == [2, 3]
+    assert cluster.members[1].data == [b"x"]
+    # The next append carries it ...
+    cluster.propose(1, b"y")
+    assert all(cluster.members[n].data == [b"x"] for n in (2, 3))
+    # ... and with nothing more to send, the leader's next tick does (not a heartbeat).
+    cluster.delivered.clear()
+    cluster.spread_commit()
+    assert not any(isinstance(m, HeartbeatRequest) for m in cluster.delivered)
     assert all(cluster[n].commit_index == cluster[1].commit_index for n in (2, 3))
-    assert all(cluster.members[n].data == [b"x"] for n in (1, 2, 3))
+    assert all(cluster.members[n].data == [b"x", b"y"] for n in (1, 2, 3))
+    # Told once: a quiet leader sends nothing more until its heartbeat.
+    cluster.delivered.clear()
+    cluster.tick(node_ids=[1])
+    assert cluster.delivered == []
 
 
 def test_logs_and_state_machines_agree_under_random_faults() -> None:

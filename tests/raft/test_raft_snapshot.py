@@ -178,6 +178,7 @@ def test_restart_from_a_snapshot_and_the_entries_after_it() -> None:
         cluster.propose(1, b"a%d" % i)
     cluster.compact(2)
     cluster.propose(1, b"b")
+    cluster.spread_commit()
     data = list(cluster.members[2].data)
     cluster.crash(2)
     node = cluster.restart(2)
@@ -186,6 +187,7 @@ def test_restart_from_a_snapshot_and_the_entries_after_it() -> None:
     assert cluster.members[2].data == data
     cluster.tick(times=2)
     cluster.propose(1, b"c")
+    cluster.spread_commit()
     assert cluster.members[2].data == [*data, b"c"]
 
 

@@ -67,6 +67,7 @@ def test_transfer_is_aborted_after_an_election_timeout_if_the_target_has_not_won
     assert cluster[1].status().lead_transferee == 0
     assert cluster[1].role is Role.LEADER
     cluster.propose(1, b"accepted again")
+    cluster.spread_commit()
     assert cluster.members[3].data == [b"accepted again"]
 
 
