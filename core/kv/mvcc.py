@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeAlias
 
 import attrs
+import msgpack  # type: ignore[import-untyped]  # ships no type information
 from sortedcontainers import SortedList  # type: ignore[import-untyped]  # ships no type information
 
 from pnyx.core.errors import (
@@ -117,6 +118,13 @@ class _Plan:
 
     succeeded: bool
     nested: tuple[_Plan | None, ...]
+
+
+def _versions(history: _History) -> list[list[Any]]:
+    return [
+        [revision, sub, kv.create_revision, kv.version, kv.value, kv.lease]
+        for revision, sub, kv in zip(history.revisions, history.subs, history.kvs, strict=True)
+    ]
 
 
 class _KeyOrder:
@@ -508,18 +516,32 @@ class MVCCStore:
 
     def dump(self) -> list[Any]:
         """Everything needed to rebuild an identical store, as msgpack-ready lists."""
-        keys: list[Any] = []
         index = self._index
-        for key in self._keys.ordered():
-            history = index[key]
-            versions = [
-                [revision, sub, kv.create_revision, kv.version, kv.value, kv.lease]
-                for revision, sub, kv in zip(
-                    history.revisions, history.subs, history.kvs, strict=True
-                )
-            ]
-            keys.append([key, versions])
+        keys: list[Any] = [[key, _versions(index[key])] for key in self._keys.ordered()]
         return [self._revision, self._compact_revision, keys]
+
+    def dump_packed(self, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """``dump()`` encoded as msgpack, in chunks of about ``chunk_bytes`` whose
+        concatenation is exactly ``msgpack.packb(dump(), use_bin_type=True)``: one key at
+        a time, without building the whole nested list first (for a big store that list
+        costs more than the encoding, in time and in freshly touched memory)."""
+        packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        keys = self._keys.ordered()
+        packer.pack_array_header(3)
+        packer.pack(self._revision)
+        packer.pack(self._compact_revision)
+        packer.pack_array_header(len(keys))
+        index = self._index
+        pack = packer.pack
+        for count, key in enumerate(keys, 1):
+            pack([key, _versions(index[key])])
+            if not count % 64:
+                with packer.getbuffer() as view:
+                    full = view.nbytes >= chunk_bytes
+                if full:
+                    yield packer.bytes()
+                    packer.reset()
+        yield packer.bytes()
 
     @classmethod
     def load(

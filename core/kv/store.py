@@ -30,7 +30,7 @@ randomness. Lease times enter only as ``now`` arguments of the member-local leas
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Iterator
 from typing import Any, TypeAlias
 
 import attrs
@@ -640,15 +640,15 @@ class KVStateMachine:
 
     def snapshot(self) -> bytes:
         """All replicated state, as msgpack. Identical state gives identical bytes."""
-        return _packb(
-            [
-                SNAPSHOT_FORMAT,
-                self._applied_index,
-                self.mvcc.dump(),
-                self.leases.dump(),
-                self.dedup.dump(),
-            ]
-        )
+        return b"".join(self.snapshot_chunks())
+
+    def snapshot_chunks(self) -> Iterator[bytes]:
+        """``snapshot()`` in chunks (about a megabyte each), encoded as they are taken:
+        the state's history is never built as one nested list."""
+        yield b"\x95"  # an array of 5
+        yield _packb(SNAPSHOT_FORMAT) + _packb(self._applied_index)
+        yield from self.mvcc.dump_packed()
+        yield _packb(self.leases.dump()) + _packb(self.dedup.dump())
 
     def restore(self, data: bytes) -> None:
         """Replace all replicated state by a snapshot's. The lessor forgets deadlines
@@ -658,6 +658,11 @@ class KVStateMachine:
             value = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
         except Exception as exc:
             raise InvalidRequestError(f"snapshot is not msgpack: {type(exc).__name__}") from None
+        self.restore_value(value)
+
+    def restore_value(self, value: Any) -> None:
+        """``restore`` from a snapshot already decoded (``msgpack.unpackb`` with
+        ``raw=False``), e.g. as part of a bigger document."""
         if type(value) is not list or len(value) != 5 or value[0] != SNAPSHOT_FORMAT:
             raise InvalidRequestError("snapshot: unknown format")
         _, applied_index, mvcc, leases, dedup = value

@@ -888,8 +888,7 @@ class RaftNode:
         committed = self._log.committed
         for node_id, pr in self._progress.items():
             commit = pr.match if pr.match < committed else committed
-            if commit > pr.commit_sent:
-                pr.commit_sent = commit
+            pr.commit_sent = max(pr.commit_sent, commit)
             self._send(
                 HeartbeatRequest(
                     to=node_id,

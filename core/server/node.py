@@ -53,7 +53,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -175,7 +175,10 @@ EXIT_STORAGE = 2
 EXIT_ADDRESS_IN_USE = 3
 """A listen address was taken (a test harness retries with other ports)."""
 
-_SNAPSHOT_FORMAT = 1
+_SNAPSHOT_FORMAT = 2
+"""``[2, state machine snapshot (inline msgpack), members]``, written in chunks as it is
+encoded. (Format 1 wrapped the state machine's part in one ``bin``, which needs its
+length before its first byte; it is no longer read.)"""
 _SWEEP_INTERVAL = 0.05
 _PUBLISH_RETRY = 2.0
 _MAX_TICKS_PER_ITERATION = 3
@@ -948,18 +951,14 @@ class Node:
 
     # ------------------------------------------------------------------ snapshots
 
-    def _snapshot_data(self) -> list[bytes]:
-        """The snapshot, msgpack ``[_SNAPSHOT_FORMAT, state machine bytes, members]``, in
-        parts whose concatenation it is: wrapping the state machine's bytes (hundreds of
-        megabytes) in the outer array would copy them once more."""
-        state = self._kv.snapshot()
-        return [
-            b"\x93",  # an array of 3
-            msgpack.packb(_SNAPSHOT_FORMAT),
-            _bin_header(len(state)),
-            state,
-            msgpack.packb(self._members.dump(), use_bin_type=True),
-        ]
+    def _snapshot_data(self) -> Iterator[bytes]:
+        """The snapshot, msgpack ``[_SNAPSHOT_FORMAT, state machine, members]``, in chunks
+        whose concatenation it is, encoded as they are written (the state machine's part
+        can be hundreds of megabytes: it is never one object until the reader joins it)."""
+        yield b"\x93"  # an array of 3
+        yield msgpack.packb(_SNAPSHOT_FORMAT)
+        yield from self._kv.snapshot_chunks()
+        yield msgpack.packb(self._members.dump(), use_bin_type=True)
 
     def _restore_snapshot(self, snapshot: Snapshot) -> None:
         try:
@@ -967,7 +966,7 @@ class Node:
             if type(value) is not list or len(value) != 3 or value[0] != _SNAPSHOT_FORMAT:
                 raise ValueError("unknown snapshot format")
             members = MemberTable.load(value[2])
-            self._kv.restore(value[1])
+            self._kv.restore_value(value[1])
         except (ValueError, PnyxError, TypeError) as error:
             # A snapshot that passed its checksum but cannot be read is not something
             # to limp on with: this member's state would silently diverge.
@@ -1658,15 +1657,6 @@ class Node:
                 self._transfer_leadership()
                 return False
         return not (self._pending or self._reads_by_context or self._reads_waiting)
-
-
-def _bin_header(size: int) -> bytes:
-    """msgpack's header of a bin value of ``size`` bytes (bin 8, 16 or 32)."""
-    if size < 1 << 8:
-        return bytes((0xC4, size))
-    if size < 1 << 16:
-        return b"\xc5" + size.to_bytes(2, "big")
-    return b"\xc6" + size.to_bytes(4, "big")
 
 
 def _freeze_heap() -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgpack  # type: ignore[import-untyped]  # ships no type information
 import pytest
 
 from pnyx.core.errors import DuplicateRequestError, InvalidRequestError
@@ -22,6 +23,7 @@ from pnyx.core.kv import (
     decode_command,
     encode_command,
 )
+from pnyx.core.kv.store import SNAPSHOT_FORMAT
 from pnyx.core.wire.messages import (
     CompactionResponse,
     Compare,
@@ -166,6 +168,26 @@ def test_same_commands_give_byte_identical_snapshots(seed: int) -> None:
     one, two = run(commands), run(commands)
     assert one.snapshot() == two.snapshot()
     assert one.revision > 100
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 700, 1 << 20])
+def test_the_store_encoded_key_by_key_in_chunks_is_the_whole_dump_encoded(
+    chunk_bytes: int,
+) -> None:
+    sm = run(workload(4))
+    for index in range(300):  # more keys than are packed between two size checks
+        sm.apply(
+            sm.applied_index + 1, ClientCommand(b"c", index + 1, PutRequest(b"n%d" % index, b"v"))
+        )
+    whole = msgpack.packb(sm.mvcc.dump(), use_bin_type=True)
+    chunks = list(sm.mvcc.dump_packed(chunk_bytes))
+    assert b"".join(chunks) == whole
+    assert len(chunks) > 1 or chunk_bytes > len(whole)
+    expected = msgpack.packb(
+        [SNAPSHOT_FORMAT, sm.applied_index, sm.mvcc.dump(), sm.leases.dump(), sm.dedup.dump()],
+        use_bin_type=True,
+    )
+    assert sm.snapshot() == expected
 
 
 def test_snapshots_do_not_depend_on_hash_randomization(tmp_path: Path) -> None:
