@@ -41,7 +41,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
 import attrs
@@ -87,14 +87,15 @@ class SnapshotJob:
 
 
 def start_snapshot(
-    encode: Callable[[], bytes | Sequence[bytes]],
+    encode: Callable[[], bytes | Iterable[bytes]],
     index: int,
     on_done: Callable[[Future[bytes]], object],
     *,
     fork: bool = True,
 ) -> SnapshotJob:
     """Start encoding ``encode()`` (the state at applied ``index``): its bytes, or parts
-    whose concatenation they are (the child writes them one after the other). ``on_done``
+    whose concatenation they are (the child writes each to the pipe as soon as it is
+    made, so an iterator streams the encoding). ``on_done``
     is called with the future when the bytes are ready (from the reader thread, or at
     once when encoded inline)."""
     future: Future[bytes] = Future()
@@ -118,7 +119,7 @@ def start_snapshot(
 
 
 def _fork_child(
-    encode: Callable[[], bytes | Sequence[bytes]],
+    encode: Callable[[], bytes | Iterable[bytes]],
     index: int,
     future: Future[bytes],
     started: float,
@@ -155,7 +156,7 @@ def _fork_child(
 
 
 def _child(  # pragma: no cover - runs in the forked child
-    encode: Callable[[], bytes | Sequence[bytes]], read_end: int, write_end: int, parent: int
+    encode: Callable[[], bytes | Iterable[bytes]], read_end: int, write_end: int, parent: int
 ) -> None:
     code = 1
     try:
