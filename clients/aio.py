@@ -23,9 +23,10 @@ from typing import Any
 import tenacity
 
 from pnyx.clients import _core
-from pnyx.clients._base import ClientBase
-from pnyx.clients._core import KeyLike, StreamError, WatchCreated, WatchState
-from pnyx.clients._engine import Call, LoopEngine, StreamSink, run_callback_safely
+from pnyx.clients._base import ClientBase, answer_of
+from pnyx.clients._core import KeyLike, WatchState
+from pnyx.clients._engine import LoopEngine, StreamSink
+from pnyx.clients._handles import LeaseKeepAliveBase, WatchBase
 from pnyx.clients.results import (
     CompactResult,
     DeleteResult,
@@ -47,7 +48,6 @@ from pnyx.core import errors
 from pnyx.core.wire import (
     CompactionRequest,
     Compare,
-    ErrorResponse,
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeaseLeasesRequest,
@@ -64,8 +64,6 @@ from pnyx.core.wire import (
     SortTarget,
     StatusRequest,
     WatchFilterType,
-    error_from_response,
-    validate_request,
 )
 
 __all__ = ["AsyncClient", "AsyncLeaseKeepAlive", "AsyncWatch"]
@@ -262,17 +260,9 @@ class AsyncClient(ClientBase):
         """Watch a key, a prefix or a range from ``start_revision`` (0: from when the
         watch is created). ``await kv.watch(...)`` or ``async with kv.watch(...) as w``
         creates it; ``async for batch in kv.watch(...)`` creates it on first use."""
-        start, end = _core.key_range(key, prefix, range_end)
-        state = WatchState(
-            key=start,
-            range_end=end,
-            start_revision=start_revision,
-            prev_kv=prev_kv,
-            filters=_core.watch_filters(filters),
-            progress_notify=progress_notify,
+        state = self._new_watch_state(
+            key, prefix, range_end, start_revision, prev_kv, filters, progress_notify
         )
-        validate_request(state.create_request())
-        self._check_open()
         watch = AsyncWatch(self, state, self._timeout if timeout is None else timeout)
         self._children.add(watch)
         return watch
@@ -322,10 +312,7 @@ class AsyncClient(ClientBase):
     async def _request(
         self, message: Request, timeout: float | None, endpoint: str | None = None
     ) -> tuple[str, Response]:
-        self._check_open()
-        validate_request(message)
-        total = self._timeout if timeout is None else timeout
-        deadline = time.monotonic() + total
+        total, deadline = self._call_deadline(message, timeout)
         if not self._identity.needs_seq(message):
             return await self._attempts(message, _core.NO_TICKET, deadline, total, endpoint)
         # Nobody overtakes a write already waiting for room.
@@ -404,55 +391,25 @@ class AsyncClient(ClientBase):
     async def _attempt(
         self, message: Request, ticket: _core.Ticket, deadline: float, endpoint: str | None
     ) -> tuple[str, Response]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise errors.TimeoutError("deadline passed before the attempt")
-        call = Call(
-            message,
-            ticket.seq,
-            min(self._attempt_timeout, remaining),
-            client_id=ticket.client_id,
-            endpoint=endpoint,
-            loop=asyncio.get_running_loop(),
-        )
+        call = self._new_attempt(message, ticket, deadline, endpoint, asyncio.get_running_loop())
         self._engine.submit(call)
         assert call.future is not None
         # The engine resolves every call by its deadline (or when the client closes).
         await call.future
-        if call.error is not None:
-            raise call.error
-        response = call.response
-        assert response is not None
-        if type(response) is ErrorResponse:
-            raise error_from_response(response)
-        return call.endpoint, response
+        return answer_of(call)
 
 
-class AsyncWatch:
+class AsyncWatch(WatchBase):
     """The asyncio face of ``Watch`` (same guarantees: per-revision batches, resume
     without gap or duplicate, ``CompactedError`` on a compacted start). Awaiting it or
     entering ``async with`` creates the watch; ``async for`` creates it on first use."""
 
+    _stop_iteration = StopAsyncIteration
+    _client: AsyncClient
+
     def __init__(self, client: AsyncClient, state: WatchState, timeout: float) -> None:
-        self._client = client
-        self._state = state
-        self._timeout = timeout
-        self._sink: StreamSink | None = None
-        self._call: Call | None = None
+        super().__init__(client, client._engine, state, timeout, None)
         self._started = False
-        self._closed = False
-        self._failed: errors.PnyxError | None = None
-        self._fruitless_resumes = 0
-        self._fruitless_since = 0.0
-
-    @property
-    def next_revision(self) -> int:
-        """The first revision not delivered yet: watch from here to continue."""
-        return self._state.next_revision
-
-    @property
-    def watch_id(self) -> int:
-        return self._state.watch_id
 
     def __await__(self) -> Generator[Any, None, AsyncWatch]:
         return self._start().__await__()
@@ -489,15 +446,7 @@ class AsyncWatch:
 
     def close(self) -> None:
         """Cancel the watch; iteration ends (``StopAsyncIteration``)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._state.canceling = True
-        if self._call is not None and not self._client._engine.is_closed:
-            with contextlib.suppress(errors.ClientError):
-                self._client._engine.cancel(self._call)
-        if self._sink is not None:
-            self._sink.put_items([StreamError(errors.ClientError("watch canceled"), False)])
+        self._cancel()
 
     cancel = close
 
@@ -509,10 +458,8 @@ class AsyncWatch:
             await self._start()
         assert self._sink is not None or self._closed
         while True:
-            if self._failed is not None:
-                raise self._failed
-            if self._sink is None or (self._closed and self._sink.queue.empty()):
-                raise StopAsyncIteration
+            self._check_live(self._sink is None or self._sink.queue.empty())
+            assert self._sink is not None
             queue: asyncio.Queue[_core.StreamItem] = self._sink.queue  # type: ignore[assignment]
             try:
                 if timeout is None:
@@ -521,35 +468,17 @@ class AsyncWatch:
                     item = await asyncio.wait_for(queue.get(), timeout)
             except TimeoutError:
                 return None
-            if type(item) is WatchBatch:
-                if item.events:
-                    self._fruitless_resumes = 0
-                return item
-            if type(item) is StreamError:
-                if self._closed or self._state.canceling:
-                    raise StopAsyncIteration
-                if not item.resumable:
-                    self._fail(item.error)
+            taken = self._take(item)
+            if isinstance(taken, WatchBatch):
+                return taken
+            if taken is not None:
                 try:
-                    await self._resume(item.error)
+                    await self._resume(taken)
                 except errors.PnyxError as exc:
-                    if self._state.canceling:
-                        raise StopAsyncIteration from None  # closed while resuming
-                    self._fail(exc)
-
-    def _fail(self, error: errors.PnyxError) -> None:
-        self._failed = error
-        self._closed = True
-        raise error
+                    self._resume_failed(exc)
 
     async def _resume(self, cause: errors.PnyxError) -> None:
-        now = time.monotonic()
-        if self._fruitless_resumes == 0:
-            self._fruitless_since = now
-        elif now - self._fruitless_since > self._timeout:
-            raise _core.give_up(cause, self._timeout) from cause
-        pause = _core.backoff(self._fruitless_resumes + 1, cause, self._client._random.random())
-        self._fruitless_resumes += 1
+        pause = self._resume_pause(cause)
         if pause:
             await asyncio.sleep(pause)
         await self._open()
@@ -572,38 +501,24 @@ class AsyncWatch:
                 return
 
     async def _attempt(self, deadline: float) -> None:
-        if self._closed:
-            raise errors.ClientError("watch canceled")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise errors.TimeoutError("deadline passed before the attempt")
+        call = self._submit_attempt(deadline)
         assert self._sink is not None
-        self._state.begin_attempt()
-        call = Call(
-            self._state.create_request(),
-            0,
-            min(self._client._attempt_timeout, remaining),
-            stream=self._state,
-            sink=self._sink,
-        )
-        self._call = call
-        self._client._engine.submit(call)
         queue: asyncio.Queue[_core.StreamItem] = self._sink.queue  # type: ignore[assignment]
         try:
             item = await asyncio.wait_for(queue.get(), call.timeout + 1.0)
         except TimeoutError:
             raise errors.TimeoutError("the client's I/O thread did not answer") from None
-        if type(item) is WatchCreated:
-            return
-        if type(item) is StreamError:
-            raise item.error
-        raise errors.PnyxError(f"protocol error: watch got {type(item).__name__} first")
+        self._check_created(item)
 
 
-class AsyncLeaseKeepAlive:
+class AsyncLeaseKeepAlive(LeaseKeepAliveBase):
     """The asyncio face of ``LeaseKeepAlive``: a task refreshing the lease every ttl/3
     until ``close()``/``aclose()``; ``lost``, ``error``, ``valid_until``, ``on_lost``
     (called in the event loop) and ``await wait_lost()`` report loss."""
+
+    _client: AsyncClient
+    _stop: asyncio.Event
+    _lost: asyncio.Event
 
     def __init__(
         self,
@@ -613,21 +528,12 @@ class AsyncLeaseKeepAlive:
         ttl: int | None = None,
         on_lost: Callable[[errors.PnyxError], None] | None = None,
     ) -> None:
-        self.id = lease_id
-        self._client = client
-        self._on_lost = on_lost
         self._lost = asyncio.Event()
         self._stop = asyncio.Event()
-        self.error: errors.PnyxError | None = None
-        self.ttl: int | None = ttl
-        self.valid_until = time.monotonic() + (ttl if ttl is not None else client.timeout)
+        super().__init__(client, lease_id, ttl=ttl, on_lost=on_lost)
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"pnyx-keepalive-{lease_id:x}"
         )
-
-    @property
-    def lost(self) -> bool:
-        return self._lost.is_set()
 
     async def wait_lost(self, timeout: float | None = None) -> bool:
         try:
@@ -663,34 +569,15 @@ class AsyncLeaseKeepAlive:
     async def _run(self) -> None:
         while not self._stop.is_set():
             sent_at = time.monotonic()
-            remaining = self.valid_until - sent_at
-            if remaining <= 0:
-                self._report(
-                    errors.TimeoutError(f"lease {self.id:x}: no refresh acknowledged in time")
-                )
+            refresh_timeout = self._refresh_timeout(sent_at)
+            if refresh_timeout is None:
                 return
             try:
-                result = await self._client.lease_keep_alive_once(
-                    self.id, timeout=min(self._client.timeout, remaining)
-                )
-            except errors.LeaseNotFoundError as exc:
-                self._report(exc)
-                return
+                result = await self._client.lease_keep_alive_once(self.id, timeout=refresh_timeout)
             except errors.PnyxError as exc:
-                if self._stop.is_set():
+                pause = self._refresh_failed(exc)
+                if pause is None:
                     return
-                if isinstance(exc, errors.ClientError):
-                    self._report(exc)
-                    return
-                await self._sleep(min(1.0, max(0.05, (self.valid_until - time.monotonic()) / 4)))
-                continue
-            self.ttl = result.ttl
-            self.valid_until = sent_at + result.ttl
-            await self._sleep(max(0.05, result.ttl / 3 - (time.monotonic() - sent_at)))
-
-    def _report(self, error: errors.PnyxError) -> None:
-        self.error = error
-        self._lost.set()
-        callback = self._on_lost
-        if callback is not None:
-            run_callback_safely(lambda: callback(error))
+            else:
+                pause = self._refreshed(result, sent_at)
+            await self._sleep(pause)

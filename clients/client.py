@@ -22,7 +22,6 @@ This module waits; it must never touch a socket (that is the engine's job).
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 import time
@@ -33,9 +32,10 @@ from types import TracebackType
 import tenacity
 
 from pnyx.clients import _core
-from pnyx.clients._base import ClientBase
-from pnyx.clients._core import KeyLike, StreamError, WatchCreated, WatchState
-from pnyx.clients._engine import Call, StreamSink, ThreadEngine, run_callback_safely
+from pnyx.clients._base import ClientBase, answer_of
+from pnyx.clients._core import KeyLike, WatchState
+from pnyx.clients._engine import StreamSink, ThreadEngine
+from pnyx.clients._handles import LeaseKeepAliveBase, WatchBase
 from pnyx.clients.results import (
     CompactResult,
     DeleteResult,
@@ -57,7 +57,6 @@ from pnyx.core import errors
 from pnyx.core.wire import (
     CompactionRequest,
     Compare,
-    ErrorResponse,
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeaseLeasesRequest,
@@ -74,8 +73,6 @@ from pnyx.core.wire import (
     SortTarget,
     StatusRequest,
     WatchFilterType,
-    error_from_response,
-    validate_request,
 )
 
 __all__ = ["Client", "LeaseKeepAlive", "Watch"]
@@ -281,17 +278,9 @@ class Client(ClientBase):
         """Watch a key, a prefix or a range from ``start_revision`` (0: from now). The
         watch exists when this returns; iterate it for ``WatchBatch`` values. See
         ``Watch``."""
-        start, end = _core.key_range(key, prefix, range_end)
-        state = WatchState(
-            key=start,
-            range_end=end,
-            start_revision=start_revision,
-            prev_kv=prev_kv,
-            filters=_core.watch_filters(filters),
-            progress_notify=progress_notify,
+        state = self._new_watch_state(
+            key, prefix, range_end, start_revision, prev_kv, filters, progress_notify
         )
-        validate_request(state.create_request())
-        self._check_open()
         watch = Watch(self, state, self._timeout if timeout is None else timeout)
         self._children.add(watch)
         watch._open()
@@ -337,10 +326,7 @@ class Client(ClientBase):
     ) -> tuple[str, Response]:
         """Send ``message`` until it is answered or the deadline passes; the endpoint
         that answered and its (non-error) response."""
-        self._check_open()
-        validate_request(message)
-        total = self._timeout if timeout is None else timeout
-        deadline = time.monotonic() + total
+        total, deadline = self._call_deadline(message, timeout)
         if not self._identity.needs_seq(message):
             return self._attempts(message, _core.NO_TICKET, deadline, total, endpoint)
         ticket = self._take_ticket(deadline, total)
@@ -396,27 +382,12 @@ class Client(ClientBase):
     def _attempt(
         self, message: Request, ticket: _core.Ticket, deadline: float, endpoint: str | None
     ) -> tuple[str, Response]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise errors.TimeoutError("deadline passed before the attempt")
-        call = Call(
-            message,
-            ticket.seq,
-            min(self._attempt_timeout, remaining),
-            client_id=ticket.client_id,
-            endpoint=endpoint,
-        )
+        call = self._new_attempt(message, ticket, deadline, endpoint)
         self._engine.call(call, _WAIT_SLACK)
-        if call.error is not None:
-            raise call.error
-        response = call.response
-        assert response is not None
-        if type(response) is ErrorResponse:
-            raise error_from_response(response)
-        return call.endpoint, response
+        return answer_of(call)
 
 
-class Watch:
+class Watch(WatchBase):
     """A live watch: iterate it for ``WatchBatch`` values, one per revision (all of that
     revision's events together), in revision order, each once. With
     ``progress_notify`` some batches have no events and ``progress_notify`` set.
@@ -432,26 +403,14 @@ class Watch:
     ``close()`` (or leaving ``with``) cancels it and ends any iteration.
     """
 
+    _stop_iteration = StopIteration
+    _client: Client
+    _sink: StreamSink
+
     def __init__(self, client: Client, state: WatchState, timeout: float) -> None:
-        self._client = client
-        self._state = state
-        self._timeout = timeout
-        self._sink = StreamSink()
-        self._queue: queue.SimpleQueue[_core.StreamItem] = self._sink.queue  # type: ignore[assignment]
-        self._call: Call | None = None
-        self._closed = False
-        self._failed: errors.PnyxError | None = None
-        self._fruitless_resumes = 0
-        self._fruitless_since = 0.0
-
-    @property
-    def next_revision(self) -> int:
-        """The first revision not delivered yet: watch from here to continue."""
-        return self._state.next_revision
-
-    @property
-    def watch_id(self) -> int:
-        return self._state.watch_id
+        sink = StreamSink()
+        super().__init__(client, client._engine, state, timeout, sink)
+        self._queue: queue.SimpleQueue[_core.StreamItem] = sink.queue  # type: ignore[assignment]
 
     def __enter__(self) -> Watch:
         return self
@@ -479,26 +438,14 @@ class Watch:
 
     def close(self) -> None:
         """Cancel the watch; iteration ends (``StopIteration``)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._state.canceling = True
-        if self._call is not None and not self._client._engine.is_closed:
-            # ClientError: the client closed meanwhile, nothing left to cancel.
-            with contextlib.suppress(errors.ClientError):
-                self._client._engine.cancel(self._call)
-        # Wake a consumer blocked in __next__.
-        self._queue.put(StreamError(errors.ClientError("watch canceled"), resumable=False))
+        self._cancel()
 
     cancel = close
 
     def _next(self, timeout: float | None) -> WatchBatch | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._failed is not None:
-                raise self._failed
-            if self._closed and self._queue.empty():
-                raise StopIteration
+            self._check_live(self._queue.empty())
             try:
                 if deadline is None:
                     item = self._queue.get()
@@ -506,38 +453,18 @@ class Watch:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return None
-            if type(item) is WatchBatch:
-                if item.events:
-                    self._fruitless_resumes = 0
-                return item
-            if type(item) is StreamError:
-                if self._closed or self._state.canceling:
-                    raise StopIteration
-                if not item.resumable:
-                    self._fail(item.error)
+            taken = self._take(item)
+            if isinstance(taken, WatchBatch):
+                return taken
+            if taken is not None:
                 try:
-                    self._resume(item.error)
+                    self._resume(taken)
                 except errors.PnyxError as exc:
-                    if self._state.canceling:
-                        raise StopIteration from None  # closed while resuming
-                    self._fail(exc)
-            # WatchCreated of a resumed attempt: nothing for the consumer.
-
-    def _fail(self, error: errors.PnyxError) -> None:
-        self._failed = error
-        self._closed = True
-        raise error
+                    self._resume_failed(exc)
 
     def _resume(self, cause: errors.PnyxError) -> None:
-        """The attempt ended with a resumable error: open a new one from next_revision.
-        A node that keeps accepting and then dropping the watch gets backed off from."""
-        now = time.monotonic()
-        if self._fruitless_resumes == 0:
-            self._fruitless_since = now
-        elif now - self._fruitless_since > self._timeout:
-            raise _core.give_up(cause, self._timeout) from cause
-        pause = _core.backoff(self._fruitless_resumes + 1, cause, self._client._random.random())
-        self._fruitless_resumes += 1
+        """The attempt ended with a resumable error: open a new one from next_revision."""
+        pause = self._resume_pause(cause)
         if pause:
             time.sleep(pause)
         self._open()
@@ -561,34 +488,15 @@ class Watch:
                 return
 
     def _attempt(self, deadline: float) -> None:
-        if self._closed:
-            raise errors.ClientError("watch canceled")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise errors.TimeoutError("deadline passed before the attempt")
-        self._state.begin_attempt()
-        call = Call(
-            self._state.create_request(),
-            0,
-            min(self._client._attempt_timeout, remaining),
-            stream=self._state,
-            sink=self._sink,
-        )
-        self._call = call
-        self._client._engine.submit(call)
+        call = self._submit_attempt(deadline)
         try:
             item = self._queue.get(timeout=call.timeout + 1.0)
         except queue.Empty:
             raise errors.TimeoutError("the client's I/O thread did not answer") from None
-        if type(item) is WatchCreated:
-            return
-        if type(item) is StreamError:
-            raise item.error
-        # Anything else before "created" breaks the protocol.
-        raise errors.PnyxError(f"protocol error: watch got {type(item).__name__} first")
+        self._check_created(item)
 
 
-class LeaseKeepAlive:
+class LeaseKeepAlive(LeaseKeepAliveBase):
     """Keeps one lease alive from a background thread: a refresh every ttl/3 (sooner
     after a failed one), until ``close()``.
 
@@ -600,6 +508,10 @@ class LeaseKeepAlive:
     is called (from the keep-alive thread) and the thread ends.
     """
 
+    _client: Client
+    _stop: threading.Event
+    _lost: threading.Event
+
     def __init__(
         self,
         client: Client,
@@ -608,23 +520,13 @@ class LeaseKeepAlive:
         ttl: int | None = None,
         on_lost: Callable[[errors.PnyxError], None] | None = None,
     ) -> None:
-        self.id = lease_id
-        self._client = client
-        self._on_lost = on_lost
         self._stop = threading.Event()
         self._lost = threading.Event()
-        self.error: errors.PnyxError | None = None
-        self.ttl: int | None = ttl
-        """Seconds the lease had left at the last acknowledged refresh."""
-        self.valid_until = time.monotonic() + (ttl if ttl is not None else client.timeout)
+        super().__init__(client, lease_id, ttl=ttl, on_lost=on_lost)
         self._thread = threading.Thread(
             target=self._run, name=f"pnyx-keepalive-{lease_id:x}", daemon=True
         )
         self._thread.start()
-
-    @property
-    def lost(self) -> bool:
-        return self._lost.is_set()
 
     def wait_lost(self, timeout: float | None = None) -> bool:
         """Block until the lease is lost (True) or ``timeout`` passes (False)."""
@@ -650,34 +552,15 @@ class LeaseKeepAlive:
     def _run(self) -> None:
         while not self._stop.is_set():
             sent_at = time.monotonic()
-            remaining = self.valid_until - sent_at
-            if remaining <= 0:
-                self._report(
-                    errors.TimeoutError(f"lease {self.id:x}: no refresh acknowledged in time")
-                )
+            refresh_timeout = self._refresh_timeout(sent_at)
+            if refresh_timeout is None:
                 return
             try:
-                result = self._client.lease_keep_alive_once(
-                    self.id, timeout=min(self._client.timeout, remaining)
-                )
-            except errors.LeaseNotFoundError as exc:
-                self._report(exc)
-                return
+                result = self._client.lease_keep_alive_once(self.id, timeout=refresh_timeout)
             except errors.PnyxError as exc:
-                if self._stop.is_set() or isinstance(exc, errors.ClientError):
-                    if not self._stop.is_set():
-                        self._report(exc)
+                pause = self._refresh_failed(exc)
+                if pause is None:
                     return
-                # Unavailable for now: try again soon, while the lease may still live.
-                self._stop.wait(min(1.0, max(0.05, (self.valid_until - time.monotonic()) / 4)))
-                continue
-            self.ttl = result.ttl
-            self.valid_until = sent_at + result.ttl
-            self._stop.wait(max(0.05, result.ttl / 3 - (time.monotonic() - sent_at)))
-
-    def _report(self, error: errors.PnyxError) -> None:
-        self.error = error
-        self._lost.set()
-        callback = self._on_lost
-        if callback is not None:
-            run_callback_safely(lambda: callback(error))
+            else:
+                pause = self._refreshed(result, sent_at)
+            self._stop.wait(pause)
