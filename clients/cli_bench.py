@@ -71,64 +71,61 @@ def _endpoint_option(function: F) -> F:
     return click.option("--endpoints", default=None, metavar="URLS", help=_ENDPOINTS_HELP)(function)
 
 
+def _int_option(
+    name: str, default: int, help: str | None = None, *, minimum: int = 1
+) -> Callable[[F], F]:
+    """``--name N``: a whole number of at least ``minimum``, its default shown."""
+    return click.option(
+        name, type=click.IntRange(minimum), default=default, show_default=True, help=help
+    )
+
+
+def _seconds_option(
+    name: str, default: float | None, help: str, *, zero: bool = False
+) -> Callable[[F], F]:
+    """``--name S``: a positive number (or zero, with ``zero``), its default shown if
+    any."""
+    shown: dict[str, Any] = {} if default is None else {"show_default": True}
+    return click.option(
+        name, type=click.FloatRange(0, min_open=not zero), default=default, help=help, **shown
+    )
+
+
+def _conns_option(help: str, default: int = 1) -> Callable[[F], F]:
+    return _int_option("--conns", default, help)
+
+
+def _val_size_option(default: int) -> Callable[[F], F]:
+    return _int_option("--val-size", default, minimum=0)
+
+
+_REQUEST_TIMEOUT_HELP = "Deadline of one request in seconds, retries included."
+
+
 def _request_options(function: F) -> F:
     """Options shared by put, get and txn-cas (etcd's ``benchmark`` names)."""
     for decorator in reversed(
         [
-            click.option(
-                "--clients",
-                type=click.IntRange(1),
-                default=1,
-                show_default=True,
-                help="Concurrent requesters.",
+            _int_option("--clients", 1, "Concurrent requesters."),
+            _conns_option("Client connections (AsyncClient instances) the requesters share."),
+            _int_option("--total", 10_000, "Requests to make (ignored with --duration)."),
+            _seconds_option(
+                "--duration", None, "Run for this many seconds instead of --total requests."
             ),
-            click.option(
-                "--conns",
-                type=click.IntRange(1),
-                default=1,
-                show_default=True,
-                help="Client connections (AsyncClient instances) the requesters share.",
+            _seconds_option(
+                "--rate", None, "Requests started per second (default: as fast as possible)."
             ),
-            click.option(
-                "--total",
-                type=click.IntRange(1),
-                default=10_000,
-                show_default=True,
-                help="Requests to make (ignored with --duration).",
-            ),
-            click.option(
-                "--duration",
-                type=click.FloatRange(0, min_open=True),
-                default=None,
-                help="Run for this many seconds instead of --total requests.",
-            ),
-            click.option(
-                "--rate",
-                type=click.FloatRange(0, min_open=True),
-                default=None,
-                help="Requests started per second (default: as fast as possible).",
-            ),
-            click.option("--key-size", type=click.IntRange(1), default=8, show_default=True),
-            click.option("--val-size", type=click.IntRange(0), default=8, show_default=True),
-            click.option(
-                "--key-space",
-                type=click.IntRange(1),
-                default=1,
-                show_default=True,
-                help="Distinct keys used (1: every request touches the same key).",
+            _int_option("--key-size", 8),
+            _val_size_option(8),
+            _int_option(
+                "--key-space", 1, "Distinct keys used (1: every request touches the same key)."
             ),
             click.option(
                 "--sequential-keys",
                 is_flag=True,
                 help="Use keys 0, 1, 2... (mod --key-space) instead of random ones.",
             ),
-            click.option(
-                "--timeout",
-                type=click.FloatRange(0, min_open=True),
-                default=5.0,
-                show_default=True,
-                help="Deadline of one request in seconds, retries included.",
-            ),
+            _seconds_option("--timeout", 5.0, _REQUEST_TIMEOUT_HELP),
             _endpoint_option,
             _output_options,
         ]
@@ -181,6 +178,37 @@ def _emit(result: BenchResult, write_out: str | None) -> None:
         click.echo(render_text(result))
 
 
+C = TypeVar("C")
+
+
+def _config(make: Callable[[], C]) -> C:
+    """A benchmark's configuration; the ValueError of a bad one is a usage error."""
+    try:
+        return make()
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _run_and_emit(
+    label: str,
+    length: int,
+    show_progress: bool,
+    write_out: str | None,
+    start: Callable[[Callable[[int], None]], Coroutine[Any, Any, BenchResult]],
+    *,
+    fatal: tuple[type[Exception], ...] = (),
+) -> BenchResult:
+    """Run the benchmark ``start(advance_to)`` under a progress bar of ``length`` steps
+    and print its summary. An error of a ``fatal`` type ends it as one line (exit 1)."""
+    with _progress_bar(show_progress, length, label) as advance_to:
+        try:
+            result = _run(start(advance_to))
+        except fatal as error:
+            raise click.ClickException(str(error)) from None
+    _emit(result, write_out)
+    return result
+
+
 def _request_bench(
     kind: str,
     options: dict[str, Any],
@@ -191,8 +219,8 @@ def _request_bench(
     _quiet_logs()
     write_out = options.pop("write_out")
     show = not options.pop("no_progress")
-    try:
-        config = RequestBench(
+    config = _config(
+        lambda: RequestBench(
             endpoints=_endpoints(options.pop("endpoints")),
             clients=options.pop("clients"),
             conns=options.pop("conns"),
@@ -205,12 +233,15 @@ def _request_bench(
             sequential_keys=options.pop("sequential_keys"),
             timeout=options.pop("timeout"),
         )
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    )
     length = config.total if config.total is not None else int((config.duration or 0) * 10)
-    with _progress_bar(show, length, kind) as advance_to:
-        result = _run(runner(config, _load_progress(advance_to, config.duration)))
-    _emit(result, write_out)
+    _run_and_emit(
+        kind,
+        length,
+        show,
+        write_out,
+        lambda advance_to: runner(config, _load_progress(advance_to, config.duration)),
+    )
 
 
 # --------------------------------------------------------------------------- bench
@@ -295,31 +326,13 @@ def bench_txn_cas(**options: Any) -> None:
 
 
 @bench.command("watch")
-@click.option("--watchers", type=click.IntRange(1), default=100, show_default=True)
-@click.option(
-    "--puts", type=click.IntRange(1), default=1000, show_default=True, help="Keys written."
-)
-@click.option(
-    "--put-rate",
-    type=click.FloatRange(0, min_open=True),
-    default=100.0,
-    show_default=True,
-    help="Puts per second.",
-)
-@click.option(
-    "--conns",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="Client connections the watchers share (the writer has its own).",
-)
-@click.option("--val-size", type=click.IntRange(0), default=8, show_default=True)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0, min_open=True),
-    default=10.0,
-    show_default=True,
-    help="Request deadline, and how long to wait for events after the last put.",
+@_int_option("--watchers", 100)
+@_int_option("--puts", 1000, "Keys written.")
+@_seconds_option("--put-rate", 100.0, "Puts per second.")
+@_conns_option("Client connections the watchers share (the writer has its own).")
+@_val_size_option(8)
+@_seconds_option(
+    "--timeout", 10.0, "Request deadline, and how long to wait for events after the last put."
 )
 @_endpoint_option
 @_output_options
@@ -348,51 +361,38 @@ def bench_watch(
     from pnyx.clients.bench.watch import WatchBench, bench_watch  # noqa: PLC0415
 
     _quiet_logs()
-    try:
-        config = WatchBench(
+    config = _config(
+        lambda: WatchBench(
             _endpoints(endpoints), watchers, puts, put_rate, conns, val_size, timeout
         )
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    with _progress_bar(not no_progress, puts, "watch") as advance_to:
-        result = _run(bench_watch(config, _load_progress(advance_to, None)))
-    _emit(result, write_out)
+    )
+    _run_and_emit(
+        "watch",
+        puts,
+        not no_progress,
+        write_out,
+        lambda advance_to: bench_watch(config, _load_progress(advance_to, None)),
+    )
 
 
 @bench.command("failover")
-@click.option("--kills", type=click.IntRange(1), default=5, show_default=True)
+@_int_option("--kills", 5)
 @click.option(
     "--sigterm", is_flag=True, help="Stop the leader gracefully (SIGTERM) instead of kill -9."
 )
 @click.option("--nodes", type=click.IntRange(3, 9), default=3, show_default=True)
-@click.option(
-    "--rate",
-    type=click.FloatRange(0, min_open=True),
-    default=200.0,
-    show_default=True,
-    help="Writes started per second during the whole run.",
+@_seconds_option("--rate", 200.0, "Writes started per second during the whole run.")
+@_val_size_option(256)
+@_seconds_option(
+    "--settle", 1.0, "Seconds of load on the healthy cluster before each kill.", zero=True
 )
-@click.option("--val-size", type=click.IntRange(0), default=256, show_default=True)
-@click.option(
-    "--settle",
-    type=click.FloatRange(0),
-    default=1.0,
-    show_default=True,
-    help="Seconds of load on the healthy cluster before each kill.",
+@_seconds_option(
+    "--timeout", 5.0, "Deadline of one write, retries included; a write past it counts as failed."
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0, min_open=True),
-    default=5.0,
-    show_default=True,
-    help="Deadline of one write, retries included; a write past it counts as failed.",
-)
-@click.option(
+@_seconds_option(
     "--recover-timeout",
-    type=click.FloatRange(0, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="Give up when the cluster has not recovered after this many seconds.",
+    30.0,
+    "Give up when the cluster has not recovered after this many seconds.",
 )
 @click.option(
     "--node-arg",
@@ -441,8 +441,8 @@ def bench_failover(
     )
 
     _quiet_logs()
-    try:
-        config = FailoverBench(
+    config = _config(
+        lambda: FailoverBench(
             kills=kills,
             sigterm=sigterm,
             nodes=nodes,
@@ -454,47 +454,24 @@ def bench_failover(
             node_args=node_args,
             directory=data_dir,
         )
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    with _progress_bar(not no_progress, kills, "failover") as advance_to:
-        try:
-            result = _run(bench_failover(config, advance_to))
-        except FailoverError as error:
-            raise click.ClickException(str(error)) from None
-    _emit(result, write_out)
+    )
+    _run_and_emit(
+        "failover",
+        kills,
+        not no_progress,
+        write_out,
+        lambda advance_to: bench_failover(config, advance_to),
+        fatal=(FailoverError,),
+    )
 
 
 @bench.command("lock")
-@click.option("--workers", type=click.IntRange(1), default=10, show_default=True)
-@click.option(
-    "--rounds",
-    type=click.IntRange(1),
-    default=20,
-    show_default=True,
-    help="Acquisitions per worker.",
-)
-@click.option(
-    "--hold",
-    type=click.FloatRange(0),
-    default=0.0,
-    show_default=True,
-    help="Seconds each holder keeps the lock.",
-)
-@click.option(
-    "--conns",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="Client connections the workers' sessions share.",
-)
-@click.option("--ttl", type=click.IntRange(1), default=10, show_default=True, help="Session TTL.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="Longest wait for one acquisition.",
-)
+@_int_option("--workers", 10)
+@_int_option("--rounds", 20, "Acquisitions per worker.")
+@_seconds_option("--hold", 0.0, "Seconds each holder keeps the lock.", zero=True)
+@_conns_option("Client connections the workers' sessions share.")
+@_int_option("--ttl", 10, "Session TTL.")
+@_seconds_option("--timeout", 30.0, "Longest wait for one acquisition.")
 @_endpoint_option
 @_output_options
 def bench_lock(
@@ -527,54 +504,31 @@ def bench_lock(
     )
 
     _quiet_logs()
-    try:
-        config = LockBench(_endpoints(endpoints), workers, rounds, hold, conns, ttl, timeout)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    with _progress_bar(not no_progress, workers * rounds, "lock") as advance_to:
-        try:
-            result = _run(bench_lock(config, _load_progress(advance_to, None)))
-        except RecipeMissingError as error:
-            raise click.ClickException(str(error)) from None
-    _emit(result, write_out)
+    config = _config(
+        lambda: LockBench(_endpoints(endpoints), workers, rounds, hold, conns, ttl, timeout)
+    )
+    _run_and_emit(
+        "lock",
+        workers * rounds,
+        not no_progress,
+        write_out,
+        lambda advance_to: bench_lock(config, _load_progress(advance_to, None)),
+        fatal=(RecipeMissingError,),
+    )
 
 
 @bench.command("elect")
-@click.option("--candidates", type=click.IntRange(2), default=3, show_default=True)
-@click.option(
-    "--rounds",
-    type=click.IntRange(1),
-    default=10,
-    show_default=True,
-    help="Leader changes to measure.",
-)
-@click.option(
-    "--lead",
-    type=click.FloatRange(0),
-    default=0.0,
-    show_default=True,
-    help="Seconds a leader leads before leaving.",
-)
+@_int_option("--candidates", 3, minimum=2)
+@_int_option("--rounds", 10, "Leader changes to measure.")
+@_seconds_option("--lead", 0.0, "Seconds a leader leads before leaving.", zero=True)
 @click.option(
     "--crash",
     is_flag=True,
     help="Leave as a crashed process would (client closed, no resign): the next "
     "candidate wins when the lease expires.",
 )
-@click.option(
-    "--ttl",
-    type=click.IntRange(1),
-    default=5,
-    show_default=True,
-    help="Session TTL (the cluster may raise it to its minimum).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0, min_open=True),
-    default=60.0,
-    show_default=True,
-    help="Give up when no new leader came this long after a departure.",
-)
+@_int_option("--ttl", 5, "Session TTL (the cluster may raise it to its minimum).")
+@_seconds_option("--timeout", 60.0, "Give up when no new leader came this long after a departure.")
 @_endpoint_option
 @_output_options
 def bench_elect(
@@ -605,16 +559,17 @@ def bench_elect(
 
     # A simulated crash makes the abandoned session warn that it could not revoke.
     _quiet_logs(logging.ERROR if crash else logging.WARNING)
-    try:
-        config = ElectBench(_endpoints(endpoints), candidates, rounds, lead, crash, ttl, timeout)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    with _progress_bar(not no_progress, rounds, "elect") as advance_to:
-        try:
-            result = _run(bench_elect(config, _load_progress(advance_to, None)))
-        except (RecipeMissingError, TimeoutError) as error:
-            raise click.ClickException(str(error)) from None
-    _emit(result, write_out)
+    config = _config(
+        lambda: ElectBench(_endpoints(endpoints), candidates, rounds, lead, crash, ttl, timeout)
+    )
+    _run_and_emit(
+        "elect",
+        rounds,
+        not no_progress,
+        write_out,
+        lambda advance_to: bench_elect(config, _load_progress(advance_to, None)),
+        fatal=(RecipeMissingError, TimeoutError),
+    )
 
 
 # --------------------------------------------------------------------------- check
@@ -635,20 +590,8 @@ def check() -> None:
     show_default=True,
     help="Workload: s 150 writes/s from 50 clients, m 1000/200, l 8000/500, xl 15000/1000.",
 )
-@click.option(
-    "--duration",
-    type=click.FloatRange(0, min_open=True),
-    default=60.0,
-    show_default=True,
-    help="Seconds of load (etcd: 60).",
-)
-@click.option(
-    "--conns",
-    type=click.IntRange(1),
-    default=8,
-    show_default=True,
-    help="Client connections the load's clients share (etcd: one per client).",
-)
+@_seconds_option("--duration", 60.0, "Seconds of load (etcd: 60).")
+@_conns_option("Client connections the load's clients share (etcd: one per client).", default=8)
 @click.option(
     "--prefix",
     default="/pnyx-check-perf/",
@@ -656,13 +599,7 @@ def check() -> None:
     help="Where the keys go; must be empty, deleted afterwards.",
 )
 @click.option("--auto-compact", is_flag=True, help="Compact at the deleting revision afterwards.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0, min_open=True),
-    default=5.0,
-    show_default=True,
-    help="Deadline of one request in seconds, retries included.",
-)
+@_seconds_option("--timeout", 5.0, _REQUEST_TIMEOUT_HELP)
 @_endpoint_option
 @_output_options
 def check_perf(
@@ -697,24 +634,22 @@ def check_perf(
 
     _quiet_logs()
     chosen = LOADS[ALIASES[load.lower()]]
-    with _progress_bar(not no_progress, int(duration * 10), f"check perf --load {chosen.name}") as (
-        advance_to
-    ):
-        try:
-            result = _run(
-                run(
-                    chosen,
-                    _endpoints(endpoints),
-                    duration=duration,
-                    conns=conns,
-                    prefix=prefix.encode(),
-                    auto_compact=auto_compact,
-                    timeout=timeout,
-                    progress=_load_progress(advance_to, duration),
-                )
-            )
-        except PrefixNotEmptyError as error:
-            raise click.ClickException(str(error)) from None
-    _emit(result, write_out)
+    result = _run_and_emit(
+        f"check perf --load {chosen.name}",
+        int(duration * 10),
+        not no_progress,
+        write_out,
+        lambda advance_to: run(
+            chosen,
+            _endpoints(endpoints),
+            duration=duration,
+            conns=conns,
+            prefix=prefix.encode(),
+            auto_compact=auto_compact,
+            timeout=timeout,
+            progress=_load_progress(advance_to, duration),
+        ),
+        fatal=(PrefixNotEmptyError,),
+    )
     if not result.passed:
         sys.exit(1)
