@@ -89,6 +89,7 @@ __all__ = [
     "KVStateMachine",
     "decode_command",
     "encode_command",
+    "has_unbounded_cost",
 ]
 
 COMMAND_FORMAT = 1
@@ -198,6 +199,29 @@ def decode_command(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
             commands.append(ClientCommand(client_id, seq, message))  # type: ignore[arg-type]
         return ClientBatch(tuple(commands))
     raise InvalidRequestError(f"command: unknown kind {kind!r}")
+
+
+def has_unbounded_cost(command: Command) -> bool:
+    """Whether applying ``command`` may take time out of all proportion to its size: a
+    range delete (a prefix may hold millions of keys), a compaction, a lease revoke or
+    expiry (every key attached goes), or a transaction or batch holding one. A leader
+    tells its followers such an entry is committed before it applies it itself, so that
+    every member is busy with it at the same time (see ``Node._process_ready``)."""
+    if type(command) is ClientBatch:
+        return any(_request_unbounded(one.request) for one in command.commands)
+    if type(command) is ClientCommand:
+        return _request_unbounded(command.request)
+    return type(command) in (CompactHistory, ExpireLeases)
+
+
+def _request_unbounded(request: Request) -> bool:
+    kind = type(request)
+    if kind is DeleteRangeRequest:
+        return bool(request.range_end)  # type: ignore[union-attr]
+    if kind is TxnRequest:
+        txn: TxnRequest = request  # type: ignore[assignment]
+        return any(_request_unbounded(op) for op in (*txn.success, *txn.failure))
+    return kind in (LeaseRevokeRequest, CompactionRequest)
 
 
 def _packb(value: Any) -> bytes:

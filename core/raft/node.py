@@ -1253,6 +1253,22 @@ class RaftNode:
         if keep:
             del history[:keep]
 
+    def committed_unapplied(self) -> tuple[Entry, ...]:
+        """The committed entries the next ``ready()`` will hand out to apply (a look
+        ahead; nothing changes)."""
+        log = self._log
+        if log.committed <= log.applying:
+            return ()
+        return tuple(log.slice(max(log.applying + 1, log.first_index), log.committed + 1))
+
+    def send_commit_updates(self) -> None:
+        """On a leader: tell followers the commit index now (in the next Ready) instead
+        of on the next append or tick. For an application about to apply an entry that
+        may take long: its followers then apply it at the same time, rather than hear
+        of it only after the leader's stall and take that silence for a dead leader."""
+        if self._role is _LEADER:
+            self._send_commit_updates()
+
     def report_unreachable(self, node_id: int) -> None:
         """The transport could not reach ``node_id``: stop pipelining to it and probe."""
         if self._role is not _LEADER:

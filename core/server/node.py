@@ -81,6 +81,7 @@ from pnyx.core.kv.store import (
     KVStateMachine,
     decode_command,
     encode_command,
+    has_unbounded_cost,
 )
 from pnyx.core.raft import RaftNode, decode_conf_change, decode_message, encode_message
 from pnyx.core.raft.node import NO_LEADER
@@ -186,7 +187,7 @@ _WATCH_DRAIN_ROUNDS = 4
 _LEASE_EXPIRY_BATCH = 1000
 _EARLY_LEADER_MESSAGES = frozenset({AppendRequest, HeartbeatRequest, SnapshotRequest})
 """What a leader may send before its own write of the same Ready is durable."""
-_SNAPSHOT_BYTES_RATIO = 2.0
+_SNAPSHOT_BYTES_RATIO = 3.0
 """Snapshot only once the entries applied since the last one add up to at least this
 multiple of its size. With a state that grows by what is written (history is kept
 until compacted), the snapshots encoded add up to (1 + r) / r times what was written:
@@ -631,6 +632,8 @@ class Node:
     def _process_ready(self) -> None:
         raft = self.raft
         while self._inflight is None and raft.has_ready():
+            if self._role is Role.LEADER and self._unbounded_commit_ahead():
+                raft.send_commit_updates()
             ready = raft.ready()
             if ready.soft_state is not None:
                 self._on_soft_state(ready.soft_state)
@@ -652,15 +655,39 @@ class Node:
                 self._deferred_hard_state = ready.hard_state
             self._complete_ready(ready)
 
+    def _unbounded_commit_ahead(self) -> bool:
+        """Whether an entry about to be applied may take long (``has_unbounded_cost``).
+        Followers hear of a commit with the next append or the leader's next tick; if
+        the leader applied a delete of a million keys first, they would hear of it only
+        seconds later, time out the silent leader meanwhile, and start an election."""
+        for entry in self.raft.committed_unapplied():
+            data = entry.data
+            if not data or entry.type is not EntryType.NORMAL or is_server_command(data):
+                continue
+            command = self._proposed.get(data)
+            if command is None:
+                try:
+                    command = decode_command(data, self.config.limits)
+                except PnyxError:
+                    continue
+            if has_unbounded_cost(command):
+                return True
+        return False
+
     def _may_save_now(self, ready: Ready) -> bool:
         """Whether to persist this Ready on the loop thread: a small write when no more
-        input waits (no peer message, and on a leader no client request either). A lone
-        write (a sequential client, a vote) then costs its fsync and no thread
-        hand-offs, there and back, which cost more than the fsync on a busy 2-core
-        machine; a leader has sent its appends first, so its fsync overlaps the
-        followers' work just as the writer thread's would. Under load the writer thread
-        keeps batching fsyncs while the loop receives."""
+        input waits, where this member's fsync is what the write waits for - on a
+        follower (its acknowledgement makes the quorum), and on the leader of a single
+        voter. A lone write (a sequential client, a vote) then costs its fsync and no
+        thread hand-offs, there and back, which cost more than the fsync on a busy
+        2-core machine. Not on the leader of several voters: its own fsync overlaps
+        the followers' (it sent its appends first) and is done before their answers
+        come, while an fsync on the loop would keep it from serving the reads and
+        answers that arrive meanwhile. Under load the writer thread keeps batching
+        fsyncs while the loop receives."""
         if ready.snapshot is not None:
+            return False
+        if self._role is Role.LEADER and len(self.raft.conf_state.voters) > 1:
             return False
         size = 0
         for entry in ready.entries:
@@ -669,8 +696,14 @@ class Node:
             return False
         assert self._peer is not None
         sockets = [self._peer.socket]
-        if self._role is Role.LEADER and self._client is not None:
-            sockets.append(self._client.socket)
+        if self._role is Role.LEADER:
+            entries = ready.entries
+            if len(entries) > 1 or (
+                entries and type(self._proposed.get(entries[0].data)) is ClientBatch
+            ):
+                return False
+            if self._client is not None:
+                sockets.append(self._client.socket)
         for socket in sockets:
             events = socket.getsockopt(zmq.EVENTS)
             if isinstance(events, int) and events & zmq.POLLIN:

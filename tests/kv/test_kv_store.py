@@ -23,7 +23,7 @@ from pnyx.core.kv import (
     decode_command,
     encode_command,
 )
-from pnyx.core.kv.store import SNAPSHOT_FORMAT
+from pnyx.core.kv.store import SNAPSHOT_FORMAT, has_unbounded_cost
 from pnyx.core.wire.messages import (
     CompactionResponse,
     Compare,
@@ -408,3 +408,41 @@ def test_responses_nobody_waits_for_are_not_built_and_change_nothing_else() -> N
     retry = ClientCommand(b"x", 1, PutRequest(b"k", b"v", lease=12345))
     assert lean.apply(10_000, retry) == full.apply(10_000, retry)
     assert isinstance(lean.apply(10_001, commands[-2]), PutResponse)
+
+
+@pytest.mark.parametrize(
+    ("command", "unbounded"),
+    [
+        (ClientCommand(b"c", 1, PutRequest(b"k", b"v")), False),
+        (ClientCommand(b"c", 1, DeleteRangeRequest(b"k")), False),
+        (ClientCommand(b"c", 1, DeleteRangeRequest(b"k", b"l")), True),
+        (ClientCommand(b"c", 1, LeaseRevokeRequest(7)), True),
+        (ClientCommand(b"c", 1, TxnRequest(success=(PutRequest(b"k", b"v"),))), False),
+        (
+            ClientCommand(
+                b"c",
+                1,
+                TxnRequest(
+                    failure=(TxnRequest(success=(DeleteRangeRequest(b"a", b"\0"),)),),
+                ),
+            ),
+            True,
+        ),
+        (ClientBatch((ClientCommand(b"c", 1, PutRequest(b"k", b"v")),) * 3), False),
+        (
+            ClientBatch(
+                (
+                    ClientCommand(b"c", 1, PutRequest(b"k", b"v")),
+                    ClientCommand(b"d", 1, DeleteRangeRequest(b"p/", b"p0")),
+                )
+            ),
+            True,
+        ),
+        (CompactHistory(5), True),
+        (ExpireLeases((1, 2)), True),
+    ],
+)
+def test_commands_whose_apply_cost_is_not_bounded_by_their_size(
+    command: Command, unbounded: bool
+) -> None:
+    assert has_unbounded_cost(command) is unbounded

@@ -392,3 +392,46 @@ def test_leader_needs_its_own_persistence_to_count_itself_toward_a_quorum() -> N
     assert leader.commit_index < leader.last_index  # 2 of 3, but the leader's copy isn't durable
     leader.advance(ready)
     assert leader.commit_index == leader.last_index
+
+
+def test_a_leader_can_tell_followers_of_a_commit_before_it_applies_the_entry() -> None:
+    """For an entry that may take long to apply: the Ready that hands it to the leader's
+    application also carries the commit index to every follower."""
+    cluster = LocalCluster(heartbeat_tick=5)
+    cluster.elect(1)
+    cluster.tick(times=5)
+    leader = cluster[1]
+    leader.propose(b"delete a million keys")
+    cluster.handle_ready(1)  # persist, send the appends
+    cluster.deliver()
+    cluster.handle_ready(2)
+    cluster.handle_ready(3)
+    cluster.deliver()  # the answers: the leader commits
+    index = leader.last_index
+    assert leader.commit_index == index
+    assert [e.data for e in leader.committed_unapplied()] == [b"delete a million keys"]
+    leader.send_commit_updates()
+    ready = leader.ready()
+    assert [e.index for e in ready.committed_entries] == [index]
+    told = {m.to: m.commit for m in ready.messages if isinstance(m, AppendRequest)}
+    assert told == {2: index, 3: index}
+    leader.advance(ready)
+    assert leader.committed_unapplied() == ()
+
+
+def test_without_being_asked_a_leader_applies_a_commit_without_a_message() -> None:
+    cluster = LocalCluster(heartbeat_tick=5)
+    cluster.elect(1)
+    cluster.tick(times=5)
+    leader = cluster[1]
+    leader.propose(b"x")
+    cluster.handle_ready(1)
+    cluster.deliver()
+    cluster.handle_ready(2)
+    cluster.handle_ready(3)
+    cluster.deliver()
+    ready = leader.ready()
+    assert [e.data for e in ready.committed_entries] == [b"x"]
+    assert ready.messages == ()
+    cluster[2].send_commit_updates()  # a follower has nothing to tell
+    assert not cluster[2].has_ready() or cluster[2].ready().messages == ()
