@@ -1,7 +1,9 @@
 """What a recipe that can work without a session stands on: a ``Client``, an
 ``AsyncClient`` or an open ``Session`` (``Source``); and the small pieces the watching
 recipes (barrier, discovery, config, counter, queue) share: key prefixes, a watch loop
-helper that waits for one change, and a waiter-side guard for session loss.
+helper that waits for one change, a waiter-side guard for session loss, and the
+background loop that keeps a view of a whole prefix current (``PrefixFollower``, for
+config and discovery).
 
 The design of faces is the one written down in ``pnyx.recipes._base``: the logic is async
 and runs on the ``Runtime`` of the client (a private loop thread for a blocking
@@ -21,16 +23,19 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from pnyx.clients import AsyncClient, AsyncWatch, Client, EventType, WatchBatch
+from pnyx.clients import AsyncClient, AsyncWatch, Client, CompactedError, EventType, WatchBatch
 from pnyx.core import errors
-from pnyx.recipes._base import Runtime, Signal, library_logger, remaining
+from pnyx.recipes._base import LibraryLogger, Runtime, Signal, library_logger, remaining
 from pnyx.recipes.session import Session
 
 __all__ = [
+    "MAX_RESUME_PAUSE",
     "RETRY_PAUSE",
+    "PrefixFollower",
     "Source",
     "key_prefix",
     "prefix_end",
+    "stop_follower",
     "stop_watch_task",
     "wait_for_change",
 ]
@@ -39,6 +44,9 @@ _log = library_logger("pnyx.recipes")
 
 RETRY_PAUSE = 0.1
 """Pause before looking again after a watch failed (compacted start, a give-up)."""
+
+MAX_RESUME_PAUSE = 2.0
+"""Longest pause of a ``PrefixFollower`` before it watches again after a failure."""
 
 
 def key_prefix(name: str | bytes) -> bytes:
@@ -161,6 +169,79 @@ async def stop_watch_task(watch: AsyncWatch, task: asyncio.Future[Any]) -> None:
     watch.close()
     task.cancel()
     await asyncio.wait({task})
+
+
+async def stop_follower(task: asyncio.Future[Any] | None, watch: AsyncWatch | None) -> None:
+    """End a background ``task`` iterating ``watch`` (see ``stop_watch_task``), or one
+    that has not made its watch yet; nothing if there is no task."""
+    if task is None:
+        return
+    if watch is not None:
+        await stop_watch_task(watch, task)
+    else:
+        task.cancel()
+        await asyncio.wait({task})
+
+
+class PrefixFollower:
+    """A recipe object that keeps a view of every key under one prefix current from a
+    background task (``Config``, ``ServiceWatch``). The loop lives here
+    (``_follow_prefix``); the object says at which revision its view is, how a batch
+    changes it and how it is rebuilt after a compaction."""
+
+    _closing: bool
+    """Set when the object closes: the loop ends."""
+    _watch: AsyncWatch | None
+    """The loop's current watch (to close it: ``stop_follower``)."""
+    last_error: errors.PnyxError | None
+
+    def _view_revision(self) -> int:
+        """The revision the view is at; following resumes after it."""
+        raise NotImplementedError
+
+    def _apply_batch(self, batch: WatchBatch) -> None:
+        """Bring the view to ``batch.revision`` (a batch with events)."""
+        raise NotImplementedError
+
+    async def _relist_after_compaction(self, error: CompactedError) -> None:
+        """The revision to resume from was compacted: rebuild the view from a fresh read
+        (retrying until it works or the object closes)."""
+        raise NotImplementedError
+
+    async def _follow_prefix(
+        self,
+        kv: AsyncClient,
+        prefix: bytes,
+        log: LibraryLogger,
+        failed: str,
+        /,
+        **context: object,
+    ) -> None:
+        """Apply the prefix's changes, one revision at a time, until closed. A watch that
+        gave up resuming (cluster unreachable) keeps the last good view, sets
+        ``last_error``, logs ``failed`` (with ``context``) and watches again from the
+        view's revision after a growing pause."""
+        failures = 0
+        while not self._closing:
+            try:
+                self._watch = kv.watch(
+                    prefix, range_end=prefix_end(prefix), start_revision=self._view_revision() + 1
+                )
+                async with self._watch as watch:
+                    async for batch in watch:
+                        failures = 0
+                        self.last_error = None
+                        if batch.events:
+                            self._apply_batch(batch)
+            except CompactedError as exc:
+                await self._relist_after_compaction(exc)
+            except errors.PnyxError as exc:
+                if self._closing:
+                    return
+                self.last_error = exc
+                failures += 1
+                log.warning(failed, **context, error=str(exc))
+                await asyncio.sleep(min(MAX_RESUME_PAUSE, RETRY_PAUSE * 2**failures))
 
 
 async def wait_for_change(

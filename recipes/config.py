@@ -90,7 +90,15 @@ from pnyx.clients import (
 )
 from pnyx.core import errors
 from pnyx.recipes._base import deadline_after, library_logger, remaining, run_callback
-from pnyx.recipes._source import RETRY_PAUSE, Source, key_prefix, prefix_end, stop_watch_task
+from pnyx.recipes._source import (
+    MAX_RESUME_PAUSE,
+    RETRY_PAUSE,
+    PrefixFollower,
+    Source,
+    key_prefix,
+    prefix_end,
+    stop_follower,
+)
 from pnyx.recipes.session import Session
 
 __all__ = [
@@ -117,8 +125,6 @@ Listener: TypeAlias = Callable[[Mapping[str, Any], Mapping[str, Any], int], obje
 
 MAX_ERRORS_KEPT = 100
 """Rejections remembered in ``errors`` (the oldest are dropped)."""
-
-MAX_RESUME_PAUSE = 2.0
 
 _TRUE = frozenset({"true", "1", "yes", "on", "y", "t"})
 _FALSE = frozenset({"false", "0", "no", "off", "n", "f"})
@@ -406,7 +412,7 @@ class ConfigState:
 # --------------------------------------------------------------------------- the recipe
 
 
-class Config:
+class Config(PrefixFollower):
     """A typed, validated, live view of the keys under ``prefix``; see the module
     docstring.
 
@@ -611,20 +617,20 @@ class Config:
         await self._relist(initial=True)
         self._opened = True
         self._follower = self._source.runtime.create_task(
-            self._follow(), name=f"pnyx-config-{self.prefix.decode(errors='replace')}"
+            self._follow_prefix(
+                self._source.client,
+                self.prefix,
+                _log,
+                "config watch failed; retrying",
+                prefix=self.prefix,
+            ),
+            name=f"pnyx-config-{self.prefix.decode(errors='replace')}",
         )
 
     async def _close(self) -> None:
         self._closing = True
         task, self._follower = self._follower, None
-        if task is None:
-            return
-        watch = self._watch
-        if watch is not None:
-            await stop_watch_task(watch, task)
-        else:
-            task.cancel()
-            await asyncio.wait({task})
+        await stop_follower(task, self._watch)
 
     async def _relist(self, initial: bool = False) -> None:
         """One range read of the whole prefix: a fresh snapshot at one revision."""
@@ -637,42 +643,21 @@ class Config:
             self.relists += 1
         self._report(old, changed and not initial, rejection)
 
-    async def _follow(self) -> None:
-        """Apply the prefix's changes, one revision at a time, forever (until closed)."""
-        kv = self._source.client
-        failures = 0
-        while not self._closing:
-            try:
-                self._watch = kv.watch(
-                    self.prefix,
-                    range_end=prefix_end(self.prefix),
-                    start_revision=self._state.seen_revision + 1,
-                )
-                async with self._watch as watch:
-                    async for batch in watch:
-                        failures = 0
-                        self.last_error = None
-                        if batch.events:
-                            old = self._state.current
-                            changed, rejection = self._state.apply(batch)
-                            self._report(old, changed, rejection)
-            except CompactedError as exc:
-                _log.info(
-                    "config watch compacted; re-listing",
-                    prefix=self.prefix,
-                    compact_revision=exc.compact_revision,
-                )
-                await self._relist_until_done()
-                continue
-            except errors.PnyxError as exc:
-                if self._closing:
-                    return
-                # Gave up resuming for now (cluster unreachable): keep the last good
-                # view, say so, and try again from the last revision applied.
-                self.last_error = exc
-                failures += 1
-                _log.warning("config watch failed; retrying", prefix=self.prefix, error=str(exc))
-                await asyncio.sleep(min(MAX_RESUME_PAUSE, RETRY_PAUSE * 2**failures))
+    def _view_revision(self) -> int:
+        return self._state.seen_revision
+
+    def _apply_batch(self, batch: WatchBatch) -> None:
+        old = self._state.current
+        changed, rejection = self._state.apply(batch)
+        self._report(old, changed, rejection)
+
+    async def _relist_after_compaction(self, error: CompactedError) -> None:
+        _log.info(
+            "config watch compacted; re-listing",
+            prefix=self.prefix,
+            compact_revision=error.compact_revision,
+        )
+        await self._relist_until_done()
 
     async def _relist_until_done(self) -> None:
         failures = 0

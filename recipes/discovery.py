@@ -74,7 +74,15 @@ from pnyx.clients import (
 )
 from pnyx.core import errors
 from pnyx.recipes._base import Signal, deadline_after, library_logger, remaining, run_callback
-from pnyx.recipes._source import RETRY_PAUSE, Source, key_prefix, prefix_end, stop_watch_task
+from pnyx.recipes._source import (
+    MAX_RESUME_PAUSE,
+    RETRY_PAUSE,
+    PrefixFollower,
+    Source,
+    key_prefix,
+    prefix_end,
+    stop_follower,
+)
 from pnyx.recipes.session import Session
 
 __all__ = [
@@ -92,7 +100,6 @@ DEFAULT_PREFIX = "services/"
 MAX_PENDING_EVENTS = 10_000
 """Events a ``ServiceWatch`` keeps for a consumer that does not read them (the oldest
 are dropped beyond this, with a warning; ``instances`` stays exact)."""
-MAX_RESUME_PAUSE = 2.0
 
 Strategy: TypeAlias = Literal["random", "round_robin"]
 
@@ -334,13 +341,7 @@ class Registration:
             self._session.ended.remove_callback(self._hook)
             self._hook = None
         task, self._monitor = self._monitor, None
-        if task is not None:
-            watch = self._monitor_watch
-            if watch is not None:
-                await stop_watch_task(watch, task)
-            else:
-                task.cancel()
-                await asyncio.wait({task})
+        await stop_follower(task, self._monitor_watch)
 
     async def _watch_own_key(self) -> None:
         """Report loss when our key is deleted or taken over behind our back."""
@@ -604,7 +605,7 @@ class Discovery:
 # --------------------------------------------------------------------------- ServiceWatch
 
 
-class ServiceWatch:
+class ServiceWatch(PrefixFollower):
     """A live set of one service's instances; see the module docstring. Made by
     ``Discovery.watch`` / ``watch_async``."""
 
@@ -717,7 +718,14 @@ class ServiceWatch:
         self._queue = asyncio.Queue()
         await self._relist(initial=True)
         self._task = self._source.runtime.create_task(
-            self._follow(), name=f"pnyx-discovery-{self.service}"
+            self._follow_prefix(
+                self._source.client,
+                self._start,
+                _log,
+                "service watch failed; retrying",
+                service=self.service,
+            ),
+            name=f"pnyx-discovery-{self.service}",
         )
 
     async def _close(self) -> None:
@@ -725,12 +733,7 @@ class ServiceWatch:
             return
         self._closing = True
         task, self._task = self._task, None
-        if task is not None:
-            if self._watch is not None:
-                await stop_watch_task(self._watch, task)
-            else:
-                task.cancel()
-                await asyncio.wait({task})
+        await stop_follower(task, self._watch)
         if self._queue is not None:
             self._queue.put_nowait(None)  # wakes a consumer; None means "closed"
 
@@ -772,7 +775,10 @@ class ServiceWatch:
             elif before.mod_revision != instance.mod_revision:
                 self._emit(InstanceEvent(InstanceChange.UPDATED, instance, result.revision))
 
-    def _apply(self, batch: WatchBatch) -> None:
+    def _view_revision(self) -> int:
+        return self.revision
+
+    def _apply_batch(self, batch: WatchBatch) -> None:
         current = dict(self._instances)
         events: list[InstanceEvent] = []
         for event in batch.events:
@@ -806,32 +812,11 @@ class ServiceWatch:
         for listener in list(self._listeners):
             run_callback(functools.partial(listener, event))
 
-    async def _follow(self) -> None:
-        kv = self._source.client
-        failures = 0
+    async def _relist_after_compaction(self, error: CompactedError) -> None:
         while not self._closing:
             try:
-                self._watch = kv.watch(
-                    self._start, range_end=prefix_end(self._start), start_revision=self.revision + 1
-                )
-                async with self._watch as watch:
-                    async for batch in watch:
-                        failures = 0
-                        self.last_error = None
-                        if batch.events:
-                            self._apply(batch)
-            except CompactedError:
-                while not self._closing:
-                    try:
-                        await self._relist()
-                        break
-                    except errors.PnyxError as exc:
-                        self.last_error = exc
-                        await asyncio.sleep(MAX_RESUME_PAUSE)
+                await self._relist()
+                return
             except errors.PnyxError as exc:
-                if self._closing:
-                    return
                 self.last_error = exc
-                failures += 1
-                _log.warning("service watch failed; retrying", service=self.service, error=str(exc))
-                await asyncio.sleep(min(MAX_RESUME_PAUSE, RETRY_PAUSE * 2**failures))
+                await asyncio.sleep(MAX_RESUME_PAUSE)
