@@ -208,6 +208,10 @@ class PrefixFollower:
         (retrying until it works or the object closes)."""
         raise NotImplementedError
 
+    async def _stop_following(self, task: asyncio.Future[Any] | None) -> None:
+        """End the ``task`` running ``_follow_prefix`` (set ``_closing`` first)."""
+        await stop_follower(task, self._watch)
+
     async def _follow_prefix(
         self,
         kv: AsyncClient,

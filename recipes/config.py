@@ -97,7 +97,6 @@ from pnyx.recipes._source import (
     Source,
     key_prefix,
     prefix_end,
-    stop_follower,
 )
 from pnyx.recipes.session import Session
 
@@ -630,7 +629,7 @@ class Config(PrefixFollower):
     async def _close(self) -> None:
         self._closing = True
         task, self._follower = self._follower, None
-        await stop_follower(task, self._watch)
+        await self._stop_following(task)
 
     async def _relist(self, initial: bool = False) -> None:
         """One range read of the whole prefix: a fresh snapshot at one revision."""

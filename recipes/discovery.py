@@ -733,7 +733,7 @@ class ServiceWatch(PrefixFollower):
             return
         self._closing = True
         task, self._task = self._task, None
-        await stop_follower(task, self._watch)
+        await self._stop_following(task)
         if self._queue is not None:
             self._queue.put_nowait(None)  # wakes a consumer; None means "closed"
 
