@@ -118,7 +118,7 @@ from pnyx.core.server.members import (
 )
 from pnyx.core.server.snapshotter import SnapshotJob, start_snapshot
 from pnyx.core.storage import FileSystem, OsFileSystem, Storage, WalWriter
-from pnyx.core.transport import ClientRouter, Malformed, PeerTransport, SendResult
+from pnyx.core.transport import ClientRouter, Malformed, PeerTransport, SendResult, has_input
 from pnyx.core.wire.codec import (
     PROTOCOL_VERSION,
     DecodeError,
@@ -707,11 +707,8 @@ class Node:
                 return False
             if self._client is not None:
                 sockets.append(self._client.socket)
-        for socket in sockets:
-            events = socket.getsockopt(zmq.EVENTS)
-            if isinstance(events, int) and events & zmq.POLLIN:
-                return False  # more is coming: let the writer batch it
-        return True
+        # More is coming: let the writer batch it.
+        return not any(has_input(socket) for socket in sockets)
 
     def _save_now(self, ready: Ready, hard_state: HardState | None) -> bool:
         assert self._writer is not None

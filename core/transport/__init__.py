@@ -21,7 +21,7 @@ from pnyx.core.transport.client import (
     Received,
     SendResult,
 )
-from pnyx.core.transport.options import SocketOptions, apply_common
+from pnyx.core.transport.options import SocketOptions, apply_common, has_input
 from pnyx.core.transport.peer import (
     PeerTransport,
     PeerTransportStats,
@@ -40,6 +40,7 @@ __all__ = [
     "SendResult",
     "SocketOptions",
     "apply_common",
+    "has_input",
     "pack_peer_batch",
     "unpack_peer_batch",
 ]

@@ -26,7 +26,7 @@ import attrs
 import structlog
 import zmq
 
-from pnyx.core.transport.options import SocketOptions, apply_common
+from pnyx.core.transport.options import SocketOptions, apply_common, has_input
 
 __all__ = [
     "ClientEvent",
@@ -113,10 +113,9 @@ class ClientRouter:
         router = self.socket
         events: list[ClientEvent] = []
         for _ in range(max_messages):
-            try:
-                frames = router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not has_input(router):
                 break
+            frames = router.recv_multipart(zmq.NOBLOCK)
             self.stats.received += 1
             if len(frames) == 2:
                 events.append(Received(frames[0], frames[1]))

@@ -31,7 +31,7 @@ import attrs
 import structlog
 import zmq
 
-from pnyx.core.transport.options import SocketOptions, apply_common
+from pnyx.core.transport.options import SocketOptions, apply_common, has_input
 
 __all__ = ["PeerTransport", "PeerTransportStats", "pack_peer_batch", "unpack_peer_batch"]
 
@@ -172,10 +172,9 @@ class PeerTransport:
         router = self.socket
         received: list[tuple[int, list[bytes]]] = []
         for _ in range(max_batches):
-            try:
-                frames = router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not has_input(router):
                 break
+            frames = router.recv_multipart(zmq.NOBLOCK)
             self.stats.received_batches += 1
             try:
                 # [routing id, header, messages...]
