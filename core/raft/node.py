@@ -1253,6 +1253,18 @@ class RaftNode:
         if keep:
             del history[:keep]
 
+    def defer_timeouts(self, ticks: int) -> None:
+        """The application could not tick for ``ticks`` ticks, busy with work its peers
+        do as well (applying the same long entry). Give them as long again before
+        suspecting them: a follower waits that much longer for its leader (and keeps
+        refusing votes meanwhile, as within a leader's lease), a leader for its quorum
+        (CheckQuorum). Capped at ten election timeouts. Timers only: it moves when an
+        election may happen, never what is safe."""
+        if ticks <= 0 or self._role not in (_FOLLOWER, _LEADER):
+            return
+        ticks = min(ticks, 10 * self._election_tick)
+        self._election_elapsed = min(self._election_elapsed, 0) - ticks
+
     def committed_unapplied(self) -> tuple[Entry, ...]:
         """The committed entries the next ``ready()`` will hand out to apply (a look
         ahead; nothing changes)."""

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import heapq
+import math
 import os
 import random
 import signal
@@ -780,15 +781,28 @@ class Node:
             self._durable_term = ready.hard_state.term
             self._durable_vote = ready.hard_state.vote
         self._send_messages(ready.messages if messages is None else messages)
-        if ready.snapshot is not None:
-            self._apply_snapshot(ready.snapshot)
-        if ready.committed_entries:
-            self._apply_entries(ready.committed_entries)
+        if ready.snapshot is not None or ready.committed_entries:
+            started = time.monotonic()
+            if ready.snapshot is not None:
+                self._apply_snapshot(ready.snapshot)
+            if ready.committed_entries:
+                self._apply_entries(ready.committed_entries)
+            self._after_apply(time.monotonic() - started)
         for read_state in ready.read_states:
             self._on_read_state(read_state)
         self.raft.advance(ready)
         self._serve_applied_reads()
         self._maybe_snapshot()
+
+    def _after_apply(self, busy: float) -> None:
+        """An apply that kept the loop from ticking for a good part of an election
+        timeout (a range delete of a million keys, a big snapshot) was, or will be, the
+        same work on every member: the others are likely still at it. Give them as long
+        again before suspecting them (``RaftNode.defer_timeouts``), or members that
+        finish first take the silence of those still busy for a failure and elect."""
+        interval = self.config.tick_interval
+        if busy * 3 >= self.config.election_ticks * interval:
+            self.raft.defer_timeouts(math.ceil(busy / interval))
 
     def _on_soft_state(self, soft: SoftState) -> None:
         was_leader = self._role is Role.LEADER

@@ -293,3 +293,38 @@ def test_elections_work_without_pre_vote_and_check_quorum() -> None:
     )
     terms = [cluster[n].term for n in (1, 2, 3) if cluster[n].role is Role.LEADER]
     assert len(terms) == len(set(terms))  # two "leaders" at most, never in the same term
+
+
+def test_followers_that_were_busy_give_the_leader_as_long_again_before_electing() -> None:
+    """``defer_timeouts``: members that applied a long entry wait that long again for a
+    leader that may still be applying it; then they elect as usual."""
+    cluster = LocalCluster(election_tick=10)
+    cluster.elect(1)
+    cluster.isolate(1)  # from here on the leader is silent, as if still busy
+    for node_id in (2, 3):
+        cluster[node_id].defer_timeouts(40)
+    cluster.tick(node_ids=[2, 3], times=40 + 10 - 1)
+    assert cluster[2].role is Role.FOLLOWER and cluster[3].role is Role.FOLLOWER
+    assert cluster[2].leader_id == 1 and cluster[3].leader_id == 1
+    ticks = cluster.tick_until(lambda: cluster.leader() in (2, 3), node_ids=[2, 3])
+    assert ticks <= 2 * 10 + 10
+
+
+def test_a_leader_that_was_busy_gives_its_quorum_as_long_again() -> None:
+    cluster = LocalCluster(election_tick=10)
+    cluster.elect(1)
+    cluster.isolate(1)
+    cluster[1].defer_timeouts(30)
+    cluster.tick(node_ids=[1], times=30 + 10 - 1)
+    assert cluster[1].role is Role.LEADER
+    ticks = cluster.tick_until(lambda: cluster[1].role is not Role.LEADER, node_ids=[1])
+    assert ticks <= 2 * 10
+
+
+def test_a_deferral_is_capped_at_ten_election_timeouts() -> None:
+    cluster = LocalCluster(election_tick=10)
+    cluster.elect(1)
+    cluster.isolate(1)
+    cluster[2].defer_timeouts(10**9)
+    ticks = cluster.tick_until(lambda: cluster[2].role is not Role.FOLLOWER, node_ids=[2])
+    assert 10 * 10 <= ticks <= 10 * 10 + 2 * 10
