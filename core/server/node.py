@@ -797,12 +797,14 @@ class Node:
     def _after_apply(self, busy: float) -> None:
         """An apply that kept the loop from ticking for a good part of an election
         timeout (a range delete of a million keys, a big snapshot) was, or will be, the
-        same work on every member: the others are likely still at it. Give them as long
-        again before suspecting them (``RaftNode.defer_timeouts``), or members that
-        finish first take the silence of those still busy for a failure and elect."""
+        same work on every member: the others are likely still at it. Give them twice
+        as long again before suspecting them (``RaftNode.defer_timeouts``), or members
+        that finish first take the silence of those still busy for a failure and
+        elect. Twice: members sharing a machine get unequal shares of it (three members
+        on two cores applying a 430k-key delete finished seconds apart)."""
         interval = self.config.tick_interval
         if busy * 3 >= self.config.election_ticks * interval:
-            self.raft.defer_timeouts(math.ceil(busy / interval))
+            self.raft.defer_timeouts(math.ceil(2 * busy / interval))
 
     def _on_soft_state(self, soft: SoftState) -> None:
         was_leader = self._role is Role.LEADER
