@@ -1258,11 +1258,11 @@ class RaftNode:
         do as well (applying the same long entry). Give them as long again before
         suspecting them: a follower waits that much longer for its leader (and keeps
         refusing votes meanwhile, as within a leader's lease), a leader for its quorum
-        (CheckQuorum). Capped at ten election timeouts. Timers only: it moves when an
+        (CheckQuorum). Capped at twenty election timeouts. Timers only: it moves when an
         election may happen, never what is safe."""
         if ticks <= 0 or self._role not in (_FOLLOWER, _LEADER):
             return
-        ticks = min(ticks, 10 * self._election_tick)
+        ticks = min(ticks, 20 * self._election_tick)
         self._election_elapsed = min(self._election_elapsed, 0) - ticks
 
     def committed_unapplied(self) -> tuple[Entry, ...]:
