@@ -198,6 +198,11 @@ fewer, larger ones are cheaper on a busy machine: a 60 s ``check perf --load l``
 encodes 13 + 53 + 209 MB at r = 3 against 13 + 40 + 118 + 352 MB at r = 2, and its
 throughput rose from about 7,000 to 7,250 writes/s. The price: the WAL kept between
 snapshots grows to r times the last one (disk, and replay time at restart)."""
+_SNAPSHOT_JITTER = 0.3
+"""Each member waits a random 0-30 % longer than ``_SNAPSHOT_BYTES_RATIO`` says, drawn
+anew after each snapshot: members apply the same entries, and with one rule they would
+all snapshot at the same index, at the same moment - on one machine (``pnyx up``, a
+laptop cluster) three snapshot passes at once, each with its copy-on-write memory."""
 _SNAPSHOT_RETRY = 10.0
 _AUTO_COMPACTION_INTERVAL = 5.0
 _REMOVAL_NOTICE_INTERVAL = 1.0
@@ -301,6 +306,9 @@ class Node:
         self._snapshot_job: SnapshotJob | None = None
         self._snapshot_not_before = 0.0
         self._bytes_since_snapshot = 0
+        self._snapshot_rng = random.Random(None if config.seed is None else config.seed + 1)
+        self._snapshot_ratio = _SNAPSHOT_BYTES_RATIO
+        """This member's ratio until its next snapshot (see ``_next_snapshot_ratio``)."""
         self._applied_since_snapshot = 0
         """Entries applied since the last snapshot, each batched client command counted
         (so that ``snapshot_count`` keeps meaning requests, as etcd's does)."""
@@ -1050,7 +1058,7 @@ class Node:
             return  # the previous one is still being encoded or written
         if self._applied_since_snapshot < self.config.snapshot_count:
             return
-        if self._bytes_since_snapshot < self._last_snapshot_bytes * _SNAPSHOT_BYTES_RATIO:
+        if self._bytes_since_snapshot < self._last_snapshot_bytes * self._snapshot_ratio:
             return
         if self._now < self._snapshot_not_before:
             return
@@ -1061,6 +1069,9 @@ class Node:
             return
         self._bytes_since_snapshot = 0
         self._applied_since_snapshot = 0
+        self._snapshot_ratio = _SNAPSHOT_BYTES_RATIO * self._snapshot_rng.uniform(
+            1.0, 1.0 + _SNAPSHOT_JITTER
+        )
         self._snapshot_job = start_snapshot(
             self._snapshot_data,
             index,
