@@ -107,7 +107,13 @@ def up(
                     click.echo(f"pnyx: node {name} exited ({code}); see {process.log_path}")
             time.sleep(0.2)
         click.echo("pnyx: stopping...")
-        codes = cluster.stop_all()
+        stopped = cluster.stop_all()
+        # Ctrl-C reaches the whole process group: nodes may have exited on their own
+        # before stop_all looked; report every node's exit code.
+        codes = {
+            name: stopped.get(name, process.process.returncode if process.process else None)
+            for name, process in cluster.nodes.items()
+        }
         click.echo("pnyx: stopped " + ", ".join(f"{n}={c}" for n, c in codes.items()))
     finally:
         cluster.close()

@@ -42,12 +42,13 @@ def _free_base_port() -> int:
 class Up:
     """A running `pnyx up`, its output read line by line on a thread."""
 
-    def __init__(self, data_dir: str, base_port: int) -> None:
+    def __init__(self, data_dir: str, base_port: int, own_group: bool = False) -> None:
         self.process = subprocess.Popen(
             [*_CLI, "up", "--nodes", "3", "--data-dir", data_dir, "--base-port", str(base_port)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=own_group,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
@@ -71,8 +72,13 @@ class Up:
                 return line
         raise AssertionError(f"no line with {text!r} in:\n{''.join(self.output)}")
 
-    def interrupt(self) -> str:
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, group: bool = False) -> str:
+        """SIGINT to `pnyx up`, or (``group``) to its whole process group, nodes
+        included, as Ctrl-C in a terminal does."""
+        if group:
+            os.killpg(self.process.pid, signal.SIGINT)
+        else:
+            self.process.send_signal(signal.SIGINT)
         line = self.wait_for_line("pnyx: stopped")
         assert self.process.wait(timeout=30) == 0
         return line
@@ -121,3 +127,15 @@ def test_pnyx_node_uses_the_server_option_parser() -> None:
         [*_CLI, "node", "--name", "x"], capture_output=True, text=True, timeout=60, check=False
     )
     assert bad.returncode == 2 and "--data-dir" in bad.stderr
+
+
+def test_ctrl_c_that_reaches_every_node_still_reports_every_exit_code(tmp_path: object) -> None:
+    """The nodes may exit on their own SIGINT before `pnyx up` stops them."""
+    data_dir = os.path.join(str(tmp_path), "pnyx-data")
+    up = Up(data_dir, _free_base_port(), own_group=True)
+    try:
+        up.wait_for_line("Press Ctrl-C")
+        stopped = up.interrupt(group=True)
+        assert stopped.strip() == "pnyx: stopped n1=0, n2=0, n3=0"
+    finally:
+        up.kill()
