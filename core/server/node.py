@@ -682,6 +682,9 @@ class Node:
                     command = decode_command(data, self.config.limits)
                 except PnyxError:
                     continue
+                # A follower's forwarded writes: decoded once, here and for the apply
+                # (which takes it out again).
+                self._proposed[data] = command
             if has_unbounded_cost(command):
                 return True
         return False

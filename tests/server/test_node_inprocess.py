@@ -195,3 +195,34 @@ def test_snapshot_count_counts_the_writes_of_a_batch(fs: MemoryFileSystem) -> No
         )
     finally:
         assert running.stop() == EXIT_OK
+
+
+def test_an_apply_that_held_the_loop_up_defers_the_peers_timeouts(
+    fs: MemoryFileSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members apply the same long entry at about the same time and finish apart: one
+    that was kept from ticking gives the others twice as long before suspecting them."""
+    slow = 0.06  # > a third of the 100 ms election timeout of _config()
+    original = Node._apply_entry
+
+    def apply_entry(node: Node, entry: object) -> None:
+        if b"slow-apply" in getattr(entry, "data", b""):
+            time.sleep(slow)
+        original(node, entry)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Node, "_apply_entry", apply_entry)
+    running = RunningNode(fs, _config())
+    deferred: list[int] = []
+    raft = running.node.raft
+    original_defer = raft.defer_timeouts
+
+    def defer(ticks: int) -> None:
+        deferred.append(ticks)
+        original_defer(ticks)
+
+    monkeypatch.setattr(raft, "defer_timeouts", defer)
+    try:
+        running.put(b"slow-apply", b"x")
+        assert deferred and max(deferred) >= 2 * slow / 0.01
+    finally:
+        assert running.stop() == EXIT_OK
