@@ -308,7 +308,7 @@ class Node:
         self._bytes_since_snapshot = 0
         self._snapshot_rng = random.Random(None if config.seed is None else config.seed + 1)
         self._snapshot_ratio = _SNAPSHOT_BYTES_RATIO
-        """This member's ratio until its next snapshot (see ``_next_snapshot_ratio``)."""
+        """This member's ratio until its next snapshot (see ``_SNAPSHOT_JITTER``)."""
         self._applied_since_snapshot = 0
         """Entries applied since the last snapshot, each batched client command counted
         (so that ``snapshot_count`` keeps meaning requests, as etcd's does)."""
