@@ -179,8 +179,10 @@ EXIT_ADDRESS_IN_USE = 3
 
 _SNAPSHOT_FORMAT = 2
 """``[2, state machine snapshot (inline msgpack), members]``, written in chunks as it is
-encoded. (Format 1 wrapped the state machine's part in one ``bin``, which needs its
-length before its first byte; it is no longer read.)"""
+encoded."""
+_SNAPSHOT_FORMAT_BIN = 1
+"""Still read: ``[1, state machine snapshot as one bin, members]`` (a bin needs its length
+before its first byte, so it cannot be written as it is encoded)."""
 _SWEEP_INTERVAL = 0.05
 _PUBLISH_RETRY = 2.0
 _MAX_TICKS_PER_ITERATION = 3
@@ -1023,10 +1025,15 @@ class Node:
     def _restore_snapshot(self, snapshot: Snapshot) -> None:
         try:
             value = msgpack.unpackb(snapshot.data, raw=False)
-            if type(value) is not list or len(value) != 3 or value[0] != _SNAPSHOT_FORMAT:
+            if type(value) is not list or len(value) != 3:
                 raise ValueError("unknown snapshot format")
             members = MemberTable.load(value[2])
-            self._kv.restore_value(value[1])
+            if value[0] == _SNAPSHOT_FORMAT:
+                self._kv.restore_value(value[1])
+            elif value[0] == _SNAPSHOT_FORMAT_BIN and type(value[1]) is bytes:
+                self._kv.restore(value[1])
+            else:
+                raise ValueError("unknown snapshot format")
         except (ValueError, PnyxError, TypeError) as error:
             # A snapshot that passed its checksum but cannot be read is not something
             # to limp on with: this member's state would silently diverge.

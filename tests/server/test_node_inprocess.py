@@ -10,14 +10,17 @@ import threading
 import time
 from collections.abc import Iterator
 
+import msgpack  # type: ignore[import-untyped]  # ships no type information
 import pytest
 import zmq
 
 from pnyx.clients.testing import RawConnection, wait_for
 from pnyx.core import errors
+from pnyx.core.raft.types import Snapshot
 from pnyx.core.server import EXIT_OK, EXIT_STORAGE, Node, NodeConfig
 from pnyx.core.server.config import build_parser, config_from_args
 from pnyx.core.storage import MemoryFileSystem
+from pnyx.core.storage.snapshot import SnapshotStore
 from pnyx.core.wire.codec import encode_batch
 from pnyx.core.wire.messages import (
     Envelope,
@@ -226,3 +229,31 @@ def test_an_apply_that_held_the_loop_up_defers_the_peers_timeouts(
         assert deferred and max(deferred) >= 2 * slow / 0.01
     finally:
         assert running.stop() == EXIT_OK
+
+
+def test_a_snapshot_of_the_first_format_is_still_restored(fs: MemoryFileSystem) -> None:
+    """Format 1 held the state machine's snapshot as one msgpack bin; a data directory
+    written by that version starts and serves its data."""
+    running = RunningNode(fs, _config(snapshot_count=20))
+    for i in range(45):
+        running.put(b"s%02d" % i, b"x")
+    deadline = time.monotonic() + 30.0
+    while not any(name.startswith("snap-") for name in fs.list_dir("/data/solo")):
+        assert time.monotonic() < deadline, "no snapshot was written"
+        running.put(b"pad", b"x")
+    assert running.stop() == EXIT_OK
+    store = SnapshotStore.open(fs, "/data/solo")
+    for file in store.files():
+        snapshot = store.load(file)
+        version, state, members = msgpack.unpackb(snapshot.data, raw=False)
+        assert version == 2
+        old = msgpack.packb(
+            [1, msgpack.packb(state, use_bin_type=True), members], use_bin_type=True
+        )
+        store.save(Snapshot(snapshot.metadata, old))
+    restarted = RunningNode(fs, _config(snapshot_count=20))
+    try:
+        response = restarted.client.call(RangeRequest(b"s", b"t"), timeout=10.0)
+        assert isinstance(response, RangeResponse) and response.count == 45
+    finally:
+        assert restarted.stop() == EXIT_OK
