@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+import attrs
 import click
 import structlog
 
@@ -200,11 +201,15 @@ def _run_and_emit(
 ) -> BenchResult:
     """Run the benchmark ``start(advance_to)`` under a progress bar of ``length`` steps
     and print its summary. An error of a ``fatal`` type ends it as one line (exit 1)."""
+    from pnyx.clients.bench.machine import machine_now  # noqa: PLC0415
+
+    machine = machine_now()
     with _progress_bar(show_progress, length, label) as advance_to:
         try:
             result = _run(start(advance_to))
         except fatal as error:
             raise click.ClickException(str(error)) from None
+    result = attrs.evolve(result, machine=machine)
     _emit(result, write_out)
     return result
 

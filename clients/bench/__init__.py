@@ -10,6 +10,7 @@
 - ``failover``: ``bench_failover`` (kills the leader of a cluster it starts itself).
 - ``perf``: ``check_perf`` and etcd's pass/fail rules (``evaluate``).
 - ``recipe_loads``: ``bench_lock`` and ``bench_elect`` on ``pnyx.recipes``.
+- ``machine``: ``machine_now()``, the facts about the machine a run reports.
 
 Every benchmark is an ``async`` function taking an options value and returning a
 ``BenchResult``; they drive a cluster through the public ``pnyx.clients`` API only (and

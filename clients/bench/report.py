@@ -30,7 +30,9 @@ added within a schema version, never renamed, retyped or removed)::
       "errors": {"<ErrorClass>": count, ...},        # failed operations by type
       "details": {...},                              # command-specific, see the docs
       "checks": [{"name", "passed", "value", "limit", "message"}, ...],   # check perf
-      "passed": true | false | null                  # null: the command has no verdict
+      "passed": true | false | null,                 # null: the command has no verdict
+      "machine": null | {"cpus": 2, "memory_bytes": 25769803776, "platform": "Linux-...",
+                         "python": "3.11.7", "load_average_1m": 1.3 | null}
     }
 
 Every statistic is null, not 0, when nothing was measured. Histogram bounds are fixed
@@ -105,6 +107,19 @@ class Check:
 
 
 @attrs.frozen
+class Machine:
+    """The machine a run measured from (the load generator's; with ``pnyx up`` or
+    ``make run`` the nodes share it)."""
+
+    cpus: int | None
+    memory_bytes: int | None
+    platform: str
+    python: str
+    load_average_1m: float | None
+    """How busy the machine already was when the run started."""
+
+
+@attrs.frozen
 class BenchResult:
     command: str
     started_at: float
@@ -118,6 +133,7 @@ class BenchResult:
     details: Mapping[str, Any] = attrs.field(factory=dict)
     checks: tuple[Check, ...] = ()
     passed: bool | None = None
+    machine: Machine | None = None
 
 
 # --------------------------------------------------------------------------- JSON
@@ -189,6 +205,19 @@ def to_json(result: BenchResult) -> dict[str, Any]:
             for check in result.checks
         ],
         "passed": result.passed,
+        "machine": _machine_json(result.machine),
+    }
+
+
+def _machine_json(machine: Machine | None) -> dict[str, Any] | None:
+    if machine is None:
+        return None
+    return {
+        "cpus": machine.cpus,
+        "memory_bytes": machine.memory_bytes,
+        "platform": machine.platform,
+        "python": machine.python,
+        "load_average_1m": _number(machine.load_average_1m),
     }
 
 
@@ -240,6 +269,23 @@ def validate_json(document: Any) -> list[str]:
         },
         problems,
     )
+    machine = document.get("machine")
+    if machine is not None:
+        if not isinstance(machine, dict):
+            problems.append(f"document: bad 'machine': {machine!r}")
+        else:
+            _check_fields(
+                "machine",
+                machine,
+                {
+                    "cpus": lambda v: v is None or isinstance(v, int),
+                    "memory_bytes": lambda v: v is None or isinstance(v, int),
+                    "platform": lambda v: isinstance(v, str),
+                    "python": lambda v: isinstance(v, str),
+                    "load_average_1m": _optional_number,
+                },
+                problems,
+            )
     client = document.get("client")
     if isinstance(client, dict):
         _check_fields(
@@ -419,6 +465,18 @@ def render_text(result: BenchResult) -> str:
             f"connection(s), CPU {client.cpu_seconds:.2f} s = {cores:.2f} cores{per_op}"
         )
     lines.extend(_detail_lines(result.details))
+    machine = result.machine
+    if machine is not None:
+        memory = f", {machine.memory_bytes / (1 << 30):.1f} GiB" if machine.memory_bytes else ""
+        load = (
+            f", load {machine.load_average_1m:.2f} at start"
+            if machine.load_average_1m is not None
+            else ""
+        )
+        lines.append(
+            f"  machine: {machine.cpus or '?'} CPUs{memory}, {machine.platform}, "
+            f"Python {machine.python}{load}"
+        )
     for check in result.checks:
         lines.append(f"{'PASS' if check.passed else 'FAIL'}: {check.message}")
     if result.passed is not None:

@@ -15,6 +15,7 @@ from pnyx.clients.bench.report import (
     BenchResult,
     Check,
     ClientUsage,
+    Machine,
     Series,
     format_ms,
     render_text,
@@ -37,6 +38,7 @@ DOCUMENTED_FIELDS = [
     "details",
     "checks",
     "passed",
+    "machine",
 ]
 SERIES_FIELDS = [
     "description",
@@ -55,6 +57,15 @@ SERIES_FIELDS = [
 ]
 
 
+MACHINE = Machine(
+    cpus=2,
+    memory_bytes=24 << 30,
+    platform="Linux-6.1-x86_64",
+    python="3.11.7",
+    load_average_1m=1.25,
+)
+
+
 def _result(**changes: Any) -> BenchResult:
     base = BenchResult(
         command="put",
@@ -69,6 +80,7 @@ def _result(**changes: Any) -> BenchResult:
         client=ClientUsage(connections=2, concurrency=10, cpu_seconds=0.5, operations=4),
         errors={"TimeoutError": 1},
         details={"kills": [{"kill": 1, "leader": "n1", "new_leader_ms": 312.5}], "note": 1.0},
+        machine=MACHINE,
     )
     return attrs.evolve(base, **changes)
 
@@ -94,6 +106,22 @@ def test_document_has_the_documented_shape() -> None:
     }
     assert document["errors"] == {"TimeoutError": 1}
     assert document["passed"] is None
+    assert document["machine"] == {
+        "cpus": 2,
+        "memory_bytes": 24 << 30,
+        "platform": "Linux-6.1-x86_64",
+        "python": "3.11.7",
+        "load_average_1m": 1.25,
+    }
+    assert validate_json(document) == []
+
+
+def test_a_document_without_machine_still_conforms() -> None:
+    """``machine`` was added within pnyx.bench/1: older documents lack it."""
+    document = to_json(_result(machine=None))
+    assert document["machine"] is None
+    assert validate_json(document) == []
+    del document["machine"]
     assert validate_json(document) == []
 
 
@@ -157,6 +185,9 @@ def test_client_usage_without_operations() -> None:
         (lambda d: d["client"].pop("cpu_s"), "client: missing 'cpu_s'"),
         (lambda d: d.update(checks=[{"name": "x"}]), "checks[0]: missing 'passed'"),
         (lambda d: d["config"].update(nested={"a": 1}), "bad 'config'"),
+        (lambda d: d["machine"].update(cpus="2"), "machine: bad 'cpus'"),
+        (lambda d: d["machine"].pop("python"), "machine: missing 'python'"),
+        (lambda d: d.update(machine=[2]), "bad 'machine'"),
     ],
 )
 def test_validator_finds_departures(damage: Any, complaint: str) -> None:
@@ -179,6 +210,7 @@ def test_text_summary_has_every_figure() -> None:
     assert "errors: 1 (TimeoutError x1)" in text
     assert "client: 10 concurrent over 2 connection(s)" in text
     assert "new_leader_ms" in text and "312.5" in text  # a details table
+    assert "machine: 2 CPUs, 24.0 GiB, Linux-6.1-x86_64, Python 3.11.7, load 1.25 at start" in text
 
 
 def test_text_histogram_shows_only_the_used_range() -> None:

@@ -6,6 +6,8 @@ what they did in the documented JSON schema."""
 from __future__ import annotations
 
 import json
+import os
+import platform
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,6 +81,10 @@ def test_bench_put_smoke(cluster: LocalCluster) -> None:
     assert request["count"] + sum(document["errors"].values()) == 300
     assert document["client"]["concurrency"] == 8
     assert document["client"]["connections"] == 2
+    # The machine the figures came from, as the README quotes it.
+    machine = document["machine"]
+    assert machine["cpus"] == os.cpu_count() and machine["python"] == platform.python_version()
+    assert machine["memory_bytes"] > 0
     # The puts really happened: with sequential keys every key of the space was written.
     with Client(cluster.endpoints) as kv:
         written = kv.get(b"000000", range_end=b"000050", count_only=True)
