@@ -124,7 +124,9 @@ def test_an_fsync_failure_stops_the_node_without_acknowledging(fs: MemoryFileSys
     assert running.wait() == EXIT_STORAGE
 
 
-def test_restart_recovers_from_snapshot_and_log(fs: MemoryFileSystem) -> None:
+def _write_45_keys_and_a_snapshot(fs: MemoryFileSystem) -> None:
+    """Keys s00..s44 on a node that snapshots every 20 entries; returns once a snapshot
+    file exists and the node has stopped."""
     running = RunningNode(fs, _config(snapshot_count=20))
     for i in range(45):
         running.put(b"s%02d" % i, b"x")
@@ -135,6 +137,10 @@ def test_restart_recovers_from_snapshot_and_log(fs: MemoryFileSystem) -> None:
         assert time.monotonic() < deadline, "no snapshot was written"
         running.put(b"pad", b"x")
     assert running.stop() == EXIT_OK
+
+
+def test_restart_recovers_from_snapshot_and_log(fs: MemoryFileSystem) -> None:
+    _write_45_keys_and_a_snapshot(fs)
     restarted = RunningNode(fs, _config(snapshot_count=20))
     try:
         response = restarted.client.call(RangeRequest(b"s", b"t"), timeout=10.0)
@@ -234,14 +240,7 @@ def test_an_apply_that_held_the_loop_up_defers_the_peers_timeouts(
 def test_a_snapshot_of_the_first_format_is_still_restored(fs: MemoryFileSystem) -> None:
     """Format 1 held the state machine's snapshot as one msgpack bin; a data directory
     written by that version starts and serves its data."""
-    running = RunningNode(fs, _config(snapshot_count=20))
-    for i in range(45):
-        running.put(b"s%02d" % i, b"x")
-    deadline = time.monotonic() + 30.0
-    while not any(name.startswith("snap-") for name in fs.list_dir("/data/solo")):
-        assert time.monotonic() < deadline, "no snapshot was written"
-        running.put(b"pad", b"x")
-    assert running.stop() == EXIT_OK
+    _write_45_keys_and_a_snapshot(fs)
     store = SnapshotStore.open(fs, "/data/solo")
     for file in store.files():
         snapshot = store.load(file)
