@@ -414,8 +414,12 @@ class WatchHub:
     @property
     def pending(self) -> bool:
         """Whether ``drain`` has (or can produce) something to send."""
-        return bool(self._ready) or any(
-            not w.outbox and w.tag not in self._paused for w in self._unsynced.values()
+        if self._ready:
+            return True
+        unsynced = self._unsynced
+        # Asked on every loop pass: most of the time nothing is catching up.
+        return bool(unsynced) and any(
+            not w.outbox and w.tag not in self._paused for w in unsynced.values()
         )
 
     # ------------------------------------------------------------------ internals
