@@ -212,6 +212,21 @@ class PrefixFollower:
         """End the ``task`` running ``_follow_prefix`` (set ``_closing`` first)."""
         await stop_follower(task, self._watch)
 
+    def _start_following(
+        self,
+        source: Source,
+        prefix: bytes,
+        log: LibraryLogger,
+        failed: str,
+        name: str,
+        /,
+        **context: object,
+    ) -> asyncio.Task[None]:
+        """Start ``_follow_prefix`` on ``source``'s client, as a task of its runtime."""
+        return source.runtime.create_task(
+            self._follow_prefix(source.client, prefix, log, failed, **context), name=name
+        )
+
     async def _follow_prefix(
         self,
         kv: AsyncClient,

@@ -615,15 +615,13 @@ class Config(PrefixFollower):
         self._progress = asyncio.Event()
         await self._relist(initial=True)
         self._opened = True
-        self._follower = self._source.runtime.create_task(
-            self._follow_prefix(
-                self._source.client,
-                self.prefix,
-                _log,
-                "config watch failed; retrying",
-                prefix=self.prefix,
-            ),
-            name=f"pnyx-config-{self.prefix.decode(errors='replace')}",
+        self._follower = self._start_following(
+            self._source,
+            self.prefix,
+            _log,
+            "config watch failed; retrying",
+            f"pnyx-config-{self.prefix.decode(errors='replace')}",
+            prefix=self.prefix,
         )
 
     async def _close(self) -> None:

@@ -717,15 +717,13 @@ class ServiceWatch(PrefixFollower):
     async def _open(self) -> None:
         self._queue = asyncio.Queue()
         await self._relist(initial=True)
-        self._task = self._source.runtime.create_task(
-            self._follow_prefix(
-                self._source.client,
-                self._start,
-                _log,
-                "service watch failed; retrying",
-                service=self.service,
-            ),
-            name=f"pnyx-discovery-{self.service}",
+        self._task = self._start_following(
+            self._source,
+            self._start,
+            _log,
+            "service watch failed; retrying",
+            f"pnyx-discovery-{self.service}",
+            service=self.service,
         )
 
     async def _close(self) -> None:

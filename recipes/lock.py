@@ -351,38 +351,26 @@ class Queued:
         # our token, keys only.
         kv = self._kv()
         start, end = self._prefix, prefix_end(self._prefix)
-        token = self._token
+        line: dict[str, Any] = {
+            "range_end": end,
+            "max_create_revision": self._token,
+            "sort_target": "create",
+            "sort_order": "descend",
+            "limit": 2,
+            "keys_only": True,
+        }
         if revision:
             # The line at ``revision`` is history: every node that has applied it gives
             # the same answer, so a serializable read (no ReadIndex round) is exact. A
             # node that has not applied it yet says so: then ask linearizably.
             try:
-                result = await kv.get(
-                    start,
-                    range_end=end,
-                    revision=revision,
-                    serializable=True,
-                    max_create_revision=token,
-                    sort_target="create",
-                    sort_order="descend",
-                    limit=2,
-                    keys_only=True,
-                )
+                result = await kv.get(start, revision=revision, serializable=True, **line)
                 return self._ahead(result, revision)
             except errors.FutureRevisionError:
                 pass
             except errors.CompactedError:
                 revision = 0  # already compacted away: look at the line now
-        result = await kv.get(
-            start,
-            range_end=end,
-            revision=revision,
-            max_create_revision=token,
-            sort_target="create",
-            sort_order="descend",
-            limit=2,
-            keys_only=True,
-        )
+        result = await kv.get(start, revision=revision, **line)
         return self._ahead(result, revision or result.revision)
 
     async def _wait_change(self, blocker: _Wait, deadline: float) -> int:

@@ -203,24 +203,9 @@ class _WriteTxn:
         """Write a new version of ``key``; returns the version it replaced (if live)."""
         revision = self.revision
         store = self.store
-        history = store._index.get(key)
-        if history is None:
-            prev = None
-            kv = KeyValue(key, revision, revision, 1, value, lease)
-            store._index[key] = _History([revision], [len(self.kvs)], [kv])
-            store._keys.add(key)
+        kv, prev, created = store._append_version(key, revision, len(self.kvs), value, lease)
+        if created:
             self.created.append(key)
-        else:
-            prev = history.latest()
-            if prev is None:
-                kv = KeyValue(key, revision, revision, 1, value, lease)
-            else:
-                kv = KeyValue(key, prev.create_revision, revision, prev.version + 1, value, lease)
-            history.revisions.append(revision)
-            history.subs.append(len(self.kvs))
-            history.kvs.append(kv)
-        if prev is None:
-            store._live_keys.add(key)
         self.kvs.append(kv)
         self.prevs.append(prev)
         return prev
@@ -423,17 +408,18 @@ class MVCCStore:
         prev = self.put_only(request)
         return PutResponse(self.header(), prev if request.prev_kv else None)
 
-    def put_only(self, request: PutRequest) -> KeyValue | None:
-        """``put`` without building its response: the new revision is ``revision``;
-        returns the version the put replaced (if live). The hot path of every member."""
-        value, lease = self._put_arguments(request)  # raises before anything is written
-        key = request.key
-        revision = self._revision + 1
+    def _append_version(
+        self, key: bytes, revision: int, sub: int, value: bytes, lease: int
+    ) -> tuple[KeyValue, KeyValue | None, bool]:
+        """Write the next version of ``key`` at ``(revision, sub)`` into its history and
+        the live keys: the new version, the live one it replaced (None if the key was
+        absent or deleted), and whether the key was new to the index."""
         history = self._index.get(key)
+        created = history is None
         if history is None:
             prev = None
             kv = KeyValue(key, revision, revision, 1, value, lease)
-            self._index[key] = _History([revision], [0], [kv])
+            self._index[key] = _History([revision], [sub], [kv])
             self._keys.add(key)
         else:
             prev = history.latest()
@@ -442,10 +428,19 @@ class MVCCStore:
             else:
                 kv = KeyValue(key, prev.create_revision, revision, prev.version + 1, value, lease)
             history.revisions.append(revision)
-            history.subs.append(0)
+            history.subs.append(sub)
             history.kvs.append(kv)
         if prev is None:
             self._live_keys.add(key)
+        return kv, prev, created
+
+    def put_only(self, request: PutRequest) -> KeyValue | None:
+        """``put`` without building its response: the new revision is ``revision``;
+        returns the version the put replaced (if live). The hot path of every member."""
+        value, lease = self._put_arguments(request)  # raises before anything is written
+        key = request.key
+        revision = self._revision + 1
+        kv, prev, _ = self._append_version(key, revision, 0, value, lease)
         self._commit(revision, (kv,), (prev,))
         return prev
 

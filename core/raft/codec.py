@@ -96,17 +96,9 @@ def _encode_vote_response(m: VoteResponse) -> list[Any]:
 
 
 def _encode_append_request(m: AppendRequest) -> list[Any]:
-    return [
-        PROTOCOL_VERSION,
-        TAG_APPEND_REQUEST,
-        m.to,
-        m.sender,
-        m.term,
-        m.prev_log_index,
-        m.prev_log_term,
-        m.commit,
-        _flat_entries(m.entries),
-    ]
+    head = _encode_append_request_head(m)
+    head.append(_flat_entries(m.entries))
+    return head
 
 
 def _encode_append_response(m: AppendResponse) -> list[Any]:
