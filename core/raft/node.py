@@ -7,8 +7,9 @@ apply, reads that became safe), acknowledged with ``advance()``. See ``types.Rea
 the ordering contract.
 
 This module must never touch sockets, files, clocks, threads or the global ``random``
-module: time is ``tick()``, randomness is the injected ``random.Random``. Given the same
-inputs it produces the same outputs.
+module: time is ``tick()``, randomness is the injected ``random.Random``, and the only
+reading of a clock (the leader lease, ``RaftConfig.lease_duration``) goes through the
+injected ``clock``. Given the same inputs it produces the same outputs.
 
 The key decisions live in small methods so that the simulator's tests can replace one of
 them to plant a known bug and check that the simulator catches it:
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -76,6 +77,8 @@ _CONF_CHANGE = EntryType.CONF_CHANGE
 _REPLICATE = ProgressState.REPLICATE
 _PROBE = ProgressState.PROBE
 _SNAPSHOT = ProgressState.SNAPSHOT
+_HEARTBEAT_RING = 64
+"""Send times kept for the last heartbeat broadcasts (the lease looks one up by number)."""
 
 # Reasons carried by ProposalDroppedError (part of the API: callers may match on them).
 NO_LEADER = "no leader"
@@ -159,11 +162,14 @@ class RaftNode:
         rng: random.Random,
         persisted: PersistedState = PersistedState(),  # noqa: B008 (frozen, so sharing is safe)
         bootstrap: ConfState | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if config.id == NONE:
             raise ValueError("node id must be positive")
         if config.election_tick <= config.heartbeat_tick:
             raise ValueError("election_tick must be greater than heartbeat_tick")
+        if config.lease_duration > 0 and (clock is None or not config.check_quorum):
+            raise ValueError("a leader lease needs a clock and check_quorum")
         self._config = config
         self._id = config.id
         self._rng = rng
@@ -184,6 +190,17 @@ class RaftNode:
         self._lead_transferee = NONE
         self._uncommitted_bytes = 0
         self._reads = ReadOnly()
+        self._clock = clock
+        self._lease_duration = config.lease_duration if clock is not None else 0.0
+        self._lease_forfeited = False
+        """This leader started a leadership transfer: no lease until its term ends."""
+        self._heartbeat_seq = 0
+        """Heartbeat broadcasts sent by this node; never reset (contexts are not reused)."""
+        self._heartbeat_sent = [0.0] * _HEARTBEAT_RING
+        """Clock readings taken just before the last broadcasts, by number."""
+        self._boot_lease = False
+        """Restarted with a term: refuse votes as if within a leader lease until the
+        first election timeout passes (the lease of a leader we answered may still run)."""
 
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
@@ -229,7 +246,8 @@ class RaftNode:
                     self._push_conf(entry)
         log.unstable = log.last_index + 1
         empty = snapshot is None and not entries and hard_state == HardState()
-        if empty and bootstrap is not None:
+        bootstrapped = empty and bootstrap is not None
+        if bootstrapped and bootstrap is not None:
             self._bootstrap(bootstrap)
             hard_state = HardState(term=1, vote=NONE, commit=log.last_index)
         else:
@@ -241,6 +259,9 @@ class RaftNode:
         self._vote = hard_state.vote
         self._conf = self._conf_history[-1][1]
         self._reset_timers()
+        # A member that persisted a term may have answered a leader's heartbeat just
+        # before it went down (a new cluster's bootstrap term answered nothing yet).
+        self._boot_lease = self._lease_duration > 0 and self._term > 0 and not bootstrapped
 
     def _bootstrap(self, conf: ConfState) -> None:
         """A new cluster: every initial member writes the same configuration entries at
@@ -341,6 +362,8 @@ class RaftNode:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1
+        if self._boot_lease and self._election_elapsed >= self._election_tick:
+            self._boot_lease = False
         if self._election_elapsed >= self._randomized_election_timeout:
             self._election_elapsed = 0
             if self._promotable():
@@ -410,7 +433,7 @@ class RaftNode:
         (or is that leader): it then ignores (pre-)vote requests that would disrupt it."""
         return (
             self._config.check_quorum
-            and self._leader_id != NONE
+            and (self._leader_id != NONE or self._boot_lease)
             and self._election_elapsed < self._election_tick
         )
 
@@ -443,6 +466,8 @@ class RaftNode:
 
     def _after_role_change(self) -> None:
         self._reset_timers()
+        self._boot_lease = False
+        self._lease_forfeited = False
         self._votes = {}
         self._progress = {}
         self._lead_transferee = NONE
@@ -881,10 +906,15 @@ class RaftNode:
                 sent = self._send_append(node_id, pr, False)
 
     def _broadcast_heartbeat(self) -> None:
-        # A heartbeat during a ReadIndex round carries its context: a follower's answer
-        # to any heartbeat sent after the round started confirms the round.
-        read_round = self._reads.round
-        context = read_round.context if read_round is not None else b""
+        # Every broadcast carries its number as the context: an answer to a heartbeat
+        # sent after a ReadIndex round started confirms the round, and the send time of
+        # the newest one a quorum answered starts the leader lease.
+        self._heartbeat_seq += 1
+        seq = self._heartbeat_seq
+        if self._clock is not None:
+            # Read before the messages exist, so never later than they are received.
+            self._heartbeat_sent[seq % _HEARTBEAT_RING] = self._clock()
+        context = seq.to_bytes(8, "big")
         committed = self._log.committed
         for node_id, pr in self._progress.items():
             commit = pr.match if pr.match < committed else committed
@@ -930,7 +960,7 @@ class RaftNode:
             while sent and pr.state is _REPLICATE and pr.next <= log.last_index:
                 sent = self._send_append(message.sender, pr, False)
             if message.sender == self._lead_transferee and pr.match == log.last_index:
-                self._send(TimeoutNow(to=message.sender, sender=self._id, term=self._term))
+                self._send_timeout_now(message.sender)
 
     def _handle_heartbeat_response(self, message: HeartbeatResponse) -> None:
         pr = self._progress.get(message.sender)
@@ -944,7 +974,11 @@ class RaftNode:
         if pr.match < self._log.last_index:
             self._send_append(message.sender, pr, True)
         if message.context:
-            self._ack_read_round(message.context, message.sender)
+            seq = int.from_bytes(message.context[:8], "big")
+            if seq > self._heartbeat_seq:
+                return  # not a number we sent: a broken peer
+            pr.heartbeat_ack = max(pr.heartbeat_ack, seq)
+            self._ack_read_round(seq, message.sender)
 
     def _maybe_commit(self) -> bool:
         """Advance the commit index to the highest index a quorum of voters holds, but
@@ -1000,7 +1034,7 @@ class RaftNode:
             if node_id in self._conf.voters and pr.match > best_match:
                 best, best_match = node_id, pr.match
         if best != NONE and best_match == self._log.last_index:
-            self._send(TimeoutNow(to=best, sender=self._id, term=self._term))
+            self._send_timeout_now(best)
         self._become_follower(self._term, NONE)
 
     # --- proposals -------------------------------------------------------------------
@@ -1157,23 +1191,44 @@ class RaftNode:
             # true one: wait (the no-op appended on election will get there).
             reads.waiting_for_commit.append(request)
             return
-        if self._conf.voters == {self._id}:
+        if self._conf.voters == {self._id} or self._in_own_lease():
             self._answer_read(request, log.committed)
             return
         # The round starts at the next Ready (``_flush``): every read that arrives until
         # then shares it.
         reads.queued.append(request)
 
+    def _in_own_lease(self) -> bool:
+        """Leader lease (``RaftConfig.lease_duration``): a quorum of voters (counting
+        this leader if it is one) answered a heartbeat broadcast sent less than the lease
+        duration ago. None of them grants a vote until at least that long after it got
+        it, so no other leader exists yet and our commit index is the cluster's."""
+        if self._lease_duration <= 0 or self._lease_forfeited or self._clock is None:
+            return False
+        voters = self._conf.voters
+        need = len(voters) // 2 + 1 - (1 if self._id in voters else 0)
+        acks = sorted(
+            (pr.heartbeat_ack for node_id, pr in self._progress.items() if node_id in voters),
+            reverse=True,
+        )
+        if need <= 0 or len(acks) < need:
+            return need <= 0
+        seq = acks[need - 1]
+        if seq <= 0 or seq <= self._heartbeat_seq - _HEARTBEAT_RING:
+            return False
+        sent = self._heartbeat_sent[seq % _HEARTBEAT_RING]
+        return self._clock() < sent + self._lease_duration
+
     def _start_read_round(self) -> None:
-        read_round = self._reads.start_round(self._log.committed)
+        read_round = self._reads.start_round(self._log.committed, self._heartbeat_seq + 1)
         if self._id in self._conf.voters:
             read_round.acks.add(self._id)
         self._broadcast_heartbeat()
         self._maybe_finish_read_round()
 
-    def _ack_read_round(self, context: bytes, sender: int) -> None:
+    def _ack_read_round(self, seq: int, sender: int) -> None:
         read_round = self._reads.round
-        if read_round is not None and read_round.context == context:
+        if read_round is not None and seq >= read_round.seq:
             read_round.acks.add(sender)
             self._maybe_finish_read_round()
 
@@ -1221,10 +1276,16 @@ class RaftNode:
         self._lead_transferee = target
         self._election_elapsed = 0
         pr = self._progress[target]
+        # The target will campaign past its peers' leader lease: ours ends now.
+        self._lease_forfeited = True
         if pr.match == self._log.last_index:
-            self._send(TimeoutNow(to=target, sender=self._id, term=self._term))
+            self._send_timeout_now(target)
         else:
             self._send_append(target, pr, True)
+
+    def _send_timeout_now(self, target: int) -> None:
+        self._lease_forfeited = True
+        self._send(TimeoutNow(to=target, sender=self._id, term=self._term))
 
     # --- snapshots and transport hints -----------------------------------------------
 

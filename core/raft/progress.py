@@ -64,6 +64,9 @@ class Progress:
     """Election timeouts spent in the SNAPSHOT state (a lost snapshot is retried)."""
     recent_active: bool = True
     """Heard from since the last CheckQuorum round."""
+    heartbeat_ack: int = 0
+    """The newest heartbeat (by the leader's sequence number) this follower answered:
+    what the ReadIndex rounds and the leader lease go by."""
     is_learner: bool = False
     commit_sent: int = 0
     """The highest commit index this follower was told (in an AppendRequest or a

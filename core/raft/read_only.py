@@ -21,8 +21,10 @@ class ReadRequest:
 
 @attrs.define(slots=True)
 class ReadRound:
-    context: bytes
-    """Carried by the round's heartbeats and echoed by their responses."""
+    seq: int
+    """The sequence number of the heartbeat broadcast that starts the round: an answer to
+    that heartbeat or any later one (their number travels as the heartbeat's context)
+    confirms the round."""
     index: int
     """The leader's commit index when the round started: the reads' read index."""
     requests: list[ReadRequest]
@@ -36,13 +38,9 @@ class ReadOnly:
     queued: list[ReadRequest] = attrs.field(factory=list)
     """Reads for the next round."""
     round: ReadRound | None = None
-    rounds_started: int = 0
-    """Never reset, so a round context is never reused by this node."""
 
-    def start_round(self, index: int) -> ReadRound:
-        self.rounds_started += 1
-        context = self.rounds_started.to_bytes(8, "big")
-        self.round = ReadRound(context=context, index=index, requests=self.queued)
+    def start_round(self, index: int, seq: int) -> ReadRound:
+        self.round = ReadRound(seq=seq, index=index, requests=self.queued)
         self.queued = []
         return self.round
 

@@ -96,7 +96,7 @@ class LocalCluster:
         voters: Iterable[int] = (1, 2, 3),
         learners: Iterable[int] = (),
         seed: int = 0,
-        **config: int | bool,
+        **config: float | bool,
     ) -> None:
         self._seed = seed
         self._config_overrides = config
@@ -108,6 +108,8 @@ class LocalCluster:
         self.cut: set[tuple[int, int]] = set()
         self.filters: list[Callable[[Message], bool]] = []
         self.snapshot_states: dict[bytes, list[Entry]] = {}
+        self.now = 0.0
+        """The clock every node reads (only for ``lease_duration``); tests move it."""
         bootstrap = ConfState(voters=frozenset(voters), learners=frozenset(learners))
         for node_id in sorted(bootstrap.voters | bootstrap.learners):
             self.add_node(node_id, bootstrap)
@@ -118,9 +120,12 @@ class LocalCluster:
     def add_node(self, node_id: int, bootstrap: ConfState | None = None) -> RaftNode:
         """Start a node: part of a new cluster (``bootstrap``) or joining (None)."""
         rng = random.Random(self._seed * 1000 + node_id)
-        node = RaftNode(self.config(node_id), rng, bootstrap=bootstrap)
+        node = RaftNode(self.config(node_id), rng, bootstrap=bootstrap, clock=self.clock)
         self.members[node_id] = Member(node=node, disk=MemoryDisk())
         return node
+
+    def clock(self) -> float:
+        return self.now
 
     def node(self, node_id: int) -> RaftNode:
         return self.members[node_id].node
@@ -283,7 +288,9 @@ class LocalCluster:
     def restart(self, node_id: int, seed: int = 1) -> RaftNode:
         disk = self.crashed.pop(node_id)
         rng = random.Random(self._seed * 1000 + node_id + seed * 7919)
-        node = RaftNode(self.config(node_id), rng, persisted=disk.persisted_state())
+        node = RaftNode(
+            self.config(node_id), rng, persisted=disk.persisted_state(), clock=self.clock
+        )
         member = Member(node=node, disk=disk)
         if disk.snapshot is not None:
             member.applied = list(self.snapshot_states.get(disk.snapshot.data, []))

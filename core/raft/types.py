@@ -309,3 +309,16 @@ class RaftConfig:
     check_quorum: bool = True
     max_uncommitted_bytes: int = 64 << 20
     """Proposals beyond this much uncommitted payload are dropped (backpressure)."""
+    lease_duration: float = 0.0
+    """Leader lease for linearizable reads (Raft thesis 6.4.1), in the units of the
+    ``clock`` given to ``RaftNode``; 0 (the default): every read takes a ReadIndex round.
+
+    A leader answers a read at once, with its commit index, while a quorum of voters
+    acknowledged a heartbeat sent less than ``lease_duration`` ago. That is safe because
+    a follower refuses (pre-)votes for ``election_tick`` of its ticks after hearing from
+    its leader (CheckQuorum, so ``check_quorum`` is required): the application must pick
+    a duration shorter than the real time those ticks can take at the least (mind ticks
+    it runs in a burst to catch up), less clock drift. A leader that starts a leadership
+    transfer gives its lease up for the rest of its term, and a member restarted with a
+    term refuses votes for an election timeout (it may have acknowledged a heartbeat
+    before it went down)."""

@@ -95,6 +95,11 @@ class NodeConfig:
     election_ticks: int = 30
     """Election timeout: a random number of ticks in ``[election_ticks, 2*election_ticks)``
     (300-600 ms by default)."""
+    lease_reads: bool = True
+    """Serve linearizable reads on the leader's lease (Raft thesis 6.4.1) while it holds
+    one, rather than with a heartbeat round each: see ``node.lease_duration``. Relies on
+    clocks that run at about the same rate on every member (not on synchronised
+    clocks); turn off to have every read confirmed by a quorum round trip."""
     snapshot_count: int = 10_000
     """Take a snapshot (and compact the Raft log) every this many applied entries (and
     not before the log grew by as many bytes as the previous snapshot had)."""
@@ -188,6 +193,12 @@ def build_parser(prog: str = "pnyx node") -> argparse.ArgumentParser:
     add("--tick-ms", type=float, default=10.0, help="Raft tick interval (ms)")
     add("--heartbeat-ticks", type=int, default=5)
     add("--election-ticks", type=int, default=30)
+    add(
+        "--no-lease-reads",
+        dest="lease_reads",
+        action="store_false",
+        help="confirm every linearizable read with a quorum round trip (no leader lease)",
+    )
     add("--snapshot-count", type=int, default=10_000, help="applied entries per snapshot")
     add(
         "--snapshot-inline",
@@ -237,6 +248,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         tick_interval=tick,
         heartbeat_ticks=args.heartbeat_ticks,
         election_ticks=args.election_ticks,
+        lease_reads=args.lease_reads,
         snapshot_count=args.snapshot_count,
         snapshot_in_child=not args.snapshot_inline,
         auto_compaction_retention=args.auto_compaction_retention,

@@ -186,6 +186,10 @@ before its first byte, so it cannot be written as it is encoded)."""
 _SWEEP_INTERVAL = 0.05
 _PUBLISH_RETRY = 2.0
 _MAX_TICKS_PER_ITERATION = 3
+_LEASE_SAFETY = 0.8
+"""The leader lease is this fraction of the least real time a follower refuses votes
+after hearing from its leader; the rest covers clock drift and a heartbeat that arrives
+while the loop is still handling the batch it was woken for."""
 _WATCH_DRAIN_ROUNDS = 4
 _LEASE_EXPIRY_BATCH = 1000
 _EARLY_LEADER_MESSAGES = frozenset({AppendRequest, HeartbeatRequest, SnapshotRequest})
@@ -228,6 +232,21 @@ given up on."""
 _STALL_RETRY = 0.005
 _UNANSWERABLE = 0
 """Request id of replies to input that carried no readable request id."""
+
+
+def lease_duration(config: NodeConfig) -> float:
+    """The Raft leader lease in seconds (``RaftConfig.lease_duration``), 0 if disabled.
+
+    A follower resets its election clock when it handles a leader's message and refuses
+    votes until ``election_ticks`` ticks later. The loop runs up to
+    ``_MAX_TICKS_PER_ITERATION`` late ticks in a burst, possibly right after that
+    message, and the tick grid is not aligned with it: so at least
+    ``election_ticks - _MAX_TICKS_PER_ITERATION - 1`` tick intervals of real time pass.
+    One more interval and ``_LEASE_SAFETY`` keep a margin."""
+    if not config.lease_reads:
+        return 0.0
+    ticks = config.election_ticks - _MAX_TICKS_PER_ITERATION - 2
+    return max(0.0, ticks * config.tick_interval * _LEASE_SAFETY)
 
 
 class _FatalError(Exception):
@@ -383,10 +402,12 @@ class Node:
                 id=self.id,
                 election_tick=config.election_ticks,
                 heartbeat_tick=config.heartbeat_ticks,
+                lease_duration=lease_duration(config),
             ),
             random.Random(seed),
             persisted,
             bootstrap,
+            clock=time.monotonic,
         )
         self._durable_term = persisted.hard_state.term
         self._durable_vote = persisted.hard_state.vote

@@ -49,6 +49,18 @@ from pnyx.core.sim.runner import run_seed, seed_configs
     show_default=True,
     help="A leader sends appends before its own fsync completes, as the server does.",
 )
+@click.option(
+    "--lease-reads/--read-index",
+    default=False,
+    show_default=True,
+    help="Leaders answer reads on their lease instead of a heartbeat round each.",
+)
+@click.option(
+    "--lease-ticks",
+    type=float,
+    default=0.0,
+    help="Lease length in ticks (default: election_tick - 2); for planting a bug.",
+)
 @click.option("-v", "--verbose", count=True, help="-v: one line per seed; -vv: full trace.")
 def main(
     *,
@@ -61,6 +73,8 @@ def main(
     disk: str,
     machine: str,
     leader_early_send: bool,
+    lease_reads: bool,
+    lease_ticks: float,
     verbose: int,
 ) -> None:
     # The storage logs every torn tail it repairs: expected here, thousands of times.
@@ -81,6 +95,8 @@ def main(
         disk=disk,
         machine=machine,
         leader_early_send=leader_early_send,
+        lease_reads=lease_reads,
+        lease_ticks=lease_ticks,
     )
     for config in configs:
         result = run_seed(config, trace=click.echo if verbose >= 2 else None)

@@ -96,6 +96,13 @@ class SimConfig:
     """Send a leader's AppendRequests, heartbeats and snapshots before its own fsync of
     the same Ready completes, as ``pnyx.core.server`` does (Raft thesis 10.2.1; the
     exception the Ready contract allows). Off: the strict persist-then-send order."""
+    lease_reads: bool = False
+    """Leaders answer reads on their lease (``RaftConfig.lease_duration``), reading the
+    virtual clock, which runs on while a process is paused. The lease is
+    ``election_tick - 2`` ticks: a follower's ticks come on time here, so it refuses
+    votes for at least ``election_tick - 1`` ticks after hearing from its leader."""
+    lease_ticks: float = 0.0
+    """Overrides that lease length, in ticks (tests plant an unsafe one with it)."""
 
     def command(self) -> str:
         """The exact command line that reproduces this run."""
@@ -113,7 +120,19 @@ class SimConfig:
             line += f" --machine {self.machine}"
         if self.leader_early_send:
             line += " --leader-early-send"
+        if self.lease_reads:
+            line += " --lease-reads"
+        if self.lease_ticks:
+            line += f" --lease-ticks {self.lease_ticks}"
         return line
+
+    @property
+    def lease_duration(self) -> float:
+        """The leader lease in virtual time units (0: none)."""
+        if not self.lease_reads:
+            return 0.0
+        ticks = self.lease_ticks or self.election_tick - 2
+        return ticks * self.tick_units
 
 
 _LEADER_EARLY = (AppendRequest, HeartbeatRequest, SnapshotRequest)
@@ -352,10 +371,13 @@ class Simulation:
             heartbeat_tick=self.config.heartbeat_tick,
             max_append_bytes=self.max_append_bytes,
             max_inflight=self.max_inflight,
+            lease_duration=self.config.lease_duration,
         )
         rng = random.Random(f"{self.config.seed}/raft/{process.id}/{process.incarnation}")
         bootstrap = process.bootstrap if persisted.snapshot is None else None
-        process.raft = RaftNode(raft_config, rng, persisted, bootstrap=bootstrap)
+        process.raft = RaftNode(
+            raft_config, rng, persisted, bootstrap=bootstrap, clock=self._virtual_clock
+        )
         process.machine = self.machine_factory()
         process.log = LogImage(persisted.hard_state, persisted.snapshot, list(persisted.entries))
         process.paused = False
@@ -385,6 +407,9 @@ class Simulation:
         phase = self.config_rng.randrange(self.config.tick_units)
         self._push(phase + 1, Ev.TICK, (process.id, process.incarnation))
         self._drive(process)
+
+    def _virtual_clock(self) -> float:
+        return float(self.now)
 
     def crash(self, process: NodeProcess) -> None:
         if not process.up:

@@ -27,6 +27,7 @@ from pnyx.core.server.members import (
     encode_server_command,
     is_server_command,
 )
+from pnyx.core.server.node import lease_duration
 
 
 def test_member_id_is_a_stable_positive_63_bit_hash_of_the_name() -> None:
@@ -65,6 +66,23 @@ def test_min_lease_ttl_outlives_an_election() -> None:
     assert min_lease_ttl(4.0) == 6
     config = config_from_args(build_parser().parse_args(_args("--election-ticks", "300")))
     assert config.limits.min_lease_ttl >= 1.5 * config.election_timeout_max
+
+
+def test_the_read_lease_is_shorter_than_the_least_vote_refusal_of_a_follower() -> None:
+    config = config_from_args(build_parser().parse_args(_args()))
+    assert config.lease_reads
+    lease = lease_duration(config)
+    # A follower refuses votes for at least election_ticks - 4 tick intervals of real
+    # time after hearing from its leader (3 ticks may come in one catch-up burst).
+    refusal = (config.election_ticks - 4) * config.tick_interval
+    assert 0 < lease < refusal
+    assert lease > 2 * config.heartbeat_ticks * config.tick_interval  # renewed in time
+    off = config_from_args(build_parser().parse_args(_args("--no-lease-reads")))
+    assert not off.lease_reads and lease_duration(off) == 0.0
+    short = config_from_args(
+        build_parser().parse_args(_args("--election-ticks", "5", "--heartbeat-ticks", "1"))
+    )
+    assert lease_duration(short) == 0.0  # too short an election timeout: no lease at all
 
 
 def test_the_client_socket_cap_lets_a_merely_oversized_message_reach_the_decoder() -> None:

@@ -104,6 +104,15 @@ def test_count_stale_term_votes_is_reported(monkeypatch: pytest.MonkeyPatch) -> 
     assert found is not None
 
 
+def test_a_lease_longer_than_the_followers_vote_refusal_is_reported() -> None:
+    """A leader lease of 8 election timeouts (the safe one is under one): a leader cut
+    off or paused keeps answering reads after another leader took writes."""
+    found = first_violation(seed_configs(100, start=0, lease_reads=True, lease_ticks=80))
+    assert found is not None
+    assert found.violation is not None and found.violation.kind == "linearizability"
+    assert "--lease-reads --lease-ticks 80" in found.config.command()
+
+
 def test_liveness_failure_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     """A leader that ignores heartbeat answers never resends lost appends nor confirms
     reads: once the faults stop, some client operations stay undecided."""
