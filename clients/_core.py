@@ -763,6 +763,15 @@ class StreamError:
 
 StreamItem = WatchBatch | WatchCreated | StreamError
 
+BatchMemo = dict[int, tuple[tuple[Event, ...], int, list[WatchBatch]]]
+"""``id(events)`` -> (that events tuple, its lowest revision, the batches grouped from
+it), kept by a caller while it feeds one message's responses to many ``WatchState``s.
+A node sends the same events tuple to every watch that wants the same events, and the
+client decodes it once (``_engine.decode_replies``): the watches then share the frozen
+``WatchBatch`` values too, instead of each building its own equal copies. The entry
+keeps its tuple alive, so an id cannot be reused while the memo lives; a watch whose
+``next_revision`` is past the lowest revision (it must drop some) groups its own."""
+
 
 @attrs.define
 class WatchState:
@@ -814,9 +823,19 @@ class WatchState:
         # that revision whole (next_revision did not move past it).
         self._fragments.clear()
 
-    def on_response(self, response: Response) -> list[StreamItem]:
+    def on_response(
+        self,
+        response: Response,
+        watch_id: int | None = None,
+        memo: BatchMemo | None = None,
+    ) -> list[StreamItem]:
         """Items for the consumer from one response of the current attempt. After a
-        ``StreamError`` item the attempt is over and nothing more may be fed."""
+        ``StreamError`` item the attempt is over and nothing more may be fed.
+
+        ``watch_id``, if given, is this watch's id where ``response`` is shared with
+        other watches (decoded once for all of them, so its own ``watch_id`` is the
+        first one's). ``memo`` lets the watches fed from one message share the batches
+        built from one shared events tuple (see ``BatchMemo``)."""
         if type(response) is ErrorResponse:
             error = error_from_response(response)
             return [StreamError(error, resumable=self.resumable(error))]
@@ -826,16 +845,20 @@ class WatchState:
         items: list[StreamItem] = []
         if response.created:
             self.created = True
-            self.watch_id = response.watch_id
+            self.watch_id = response.watch_id if watch_id is None else watch_id
             if self.next_revision == 0:
                 # "From now": the node's revision at creation is what we have seen.
                 self.next_revision = response.header.revision + 1
-            items.append(WatchCreated(response.watch_id, response.header.revision))
+            items.append(WatchCreated(self.watch_id, response.header.revision))
         if response.events or response.fragment:
-            self._fragments.extend(response.events)
-            if not response.fragment:
-                events, self._fragments = self._fragments, []
-                items.extend(self._batches(events))
+            if not response.fragment and not self._fragments:
+                # The usual case: one whole response, its events as they came.
+                items.extend(self._batches(response.events, memo))
+            else:
+                self._fragments.extend(response.events)
+                if not response.fragment:
+                    events, self._fragments = self._fragments, []
+                    items.extend(self._batches(events))
         elif not response.created and not response.canceled and not self._fragments:
             # A progress notification: everything up to header.revision was delivered.
             revision = response.header.revision
@@ -846,16 +869,30 @@ class WatchState:
             items.append(self._canceled(response))
         return items
 
-    def _batches(self, events: list[Event]) -> list[StreamItem]:
+    def _batches(self, events: Sequence[Event], memo: BatchMemo | None = None) -> list[WatchBatch]:
         """Group events by revision (one batch per revision, in order), dropping any the
-        consumer already has (a resumed attempt must not duplicate)."""
-        batches: list[StreamItem] = []
+        consumer already has (a resumed attempt must not duplicate). With ``memo``, the
+        batches of an events tuple another watch already grouped are reused when this
+        watch drops none of its events (then the grouping is the same). The caller must
+        not change the list returned."""
+        if memo is not None:
+            hit = memo.get(id(events))
+            if hit is not None and hit[0] is events and hit[1] >= self.next_revision:
+                shared = hit[2]
+                self.next_revision = shared[-1].revision + 1
+                return shared
+        batches: list[WatchBatch] = []
         current: list[Event] = []
         revision = 0
+        lowest = 0
+        skipped = False
         for event in events:
             event_revision = event.kv.mod_revision
             if event_revision < self.next_revision:
+                skipped = True
                 continue
+            if not lowest or event_revision < lowest:
+                lowest = event_revision
             if current and event_revision != revision:
                 batches.append(WatchBatch(revision, tuple(current)))
                 current = []
@@ -864,9 +901,9 @@ class WatchState:
         if current:
             batches.append(WatchBatch(revision, tuple(current)))
         if batches:
-            last = batches[-1]
-            assert isinstance(last, WatchBatch)
-            self.next_revision = last.revision + 1
+            self.next_revision = batches[-1].revision + 1
+            if memo is not None and not skipped and type(events) is tuple:
+                memo[id(events)] = (events, lowest, batches)
         return batches
 
     def _canceled(self, response: WatchResponse) -> StreamError:

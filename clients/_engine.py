@@ -48,10 +48,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
+import msgpack  # type: ignore[import-untyped]  # ships no type information
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from pnyx.clients._core import (
+    BatchMemo,
     EndpointSelector,
     StreamError,
     StreamItem,
@@ -61,6 +63,8 @@ from pnyx.clients._core import (
 from pnyx.clients.log import library_logger
 from pnyx.core import errors
 from pnyx.core.wire import (
+    PROTOCOL_VERSION,
+    TAG_OF,
     DecodeError,
     Envelope,
     ErrorResponse,
@@ -74,6 +78,7 @@ from pnyx.core.wire import (
     decode_batch,
     encode_batch,
     error_from_response,
+    message_from_wire,
 )
 
 _log = library_logger("pnyx.clients")
@@ -117,23 +122,80 @@ _instances = itertools.count(1)
 
 
 class StreamSink:
-    """Where a stream's items go, in order. ``loop`` is None for a thread consumer (a
-    ``queue.SimpleQueue``) or the event loop whose ``asyncio.Queue`` receives them."""
+    """Where a stream's items go, in order, for a consumer thread (a ``SimpleQueue``:
+    the engine's owner may be any thread)."""
 
-    __slots__ = ("loop", "queue")
+    __slots__ = ("queue",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.loop = loop
-        self.queue: queue.SimpleQueue[StreamItem] | asyncio.Queue[StreamItem] = (
-            queue.SimpleQueue() if loop is None else asyncio.Queue()
-        )
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[StreamItem] = queue.SimpleQueue()
 
     def put_items(self, items: list[StreamItem]) -> None:
-        """Called by the engine's owner: any thread for a SimpleQueue (thread safe), the
-        loop's own thread for an asyncio.Queue (which is not)."""
         put = self.queue.put_nowait
         for item in items:
             put(item)
+
+    def qsize(self) -> int:
+        return self.queue.qsize()
+
+
+class AsyncStreamSink:
+    """Where a stream's items go, in order, for consumer tasks of one event loop: a deque
+    and the futures of the tasks waiting on it. Lighter than an ``asyncio.Queue`` on the
+    path every event of every watch takes (no unbounded-queue bookkeeping, no
+    ``join`` event, one future per wait). Not thread safe: called in the loop's thread
+    only (the ``LoopEngine``'s owner and the consumer)."""
+
+    __slots__ = ("_waiters", "items", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: deque[StreamItem] = deque()
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def put_items(self, items: list[StreamItem]) -> None:
+        self.items.extend(items)
+        waiters = self._waiters
+        if waiters:
+            # Every waiter (usually one) looks again; whoever finds nothing waits again.
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def qsize(self) -> int:
+        return len(self.items)
+
+    async def get(self, timeout: float | None = None) -> StreamItem | None:
+        """The next item, or None if none came within ``timeout`` seconds. A canceled
+        wait takes nothing (the item stays for the next one)."""
+        items = self.items
+        if not items:
+            loop = self.loop
+            deadline = None if timeout is None else loop.time() + timeout
+            while not items:
+                if deadline is not None and loop.time() >= deadline:
+                    return None
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiters.append(waiter)
+                timer = None if deadline is None else loop.call_at(deadline, _release, waiter)
+                try:
+                    await waiter
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                    if self._waiters:  # not woken by put_items: timed out or canceled
+                        with contextlib.suppress(ValueError):
+                            self._waiters.remove(waiter)
+        return items.popleft()
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+Sink = StreamSink | AsyncStreamSink
 
 
 class Call:
@@ -174,7 +236,7 @@ class Call:
         endpoint: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         stream: WatchState | None = None,
-        sink: StreamSink | None = None,
+        sink: Sink | None = None,
     ) -> None:
         self.message = message
         self.seq = seq
@@ -246,6 +308,8 @@ class EngineCore:
         self._request_ids = itertools.count(1)
         self._probes: dict[int, str] = {}
         """Request id -> endpoint of the status probes sent on each new connection."""
+        self._learned: Any = None
+        """The response ``_learn`` saw last in the message being dispatched."""
         self._shut = False
 
     @property
@@ -500,23 +564,27 @@ class EngineCore:
                 return False
             data = sock.recv(zmq.NOBLOCK, copy=True)
             try:
-                envelopes = decode_batch(data, RESPONSE_LIMITS, validate=False)
+                replies = decode_replies(data)
             except errors.PnyxError as exc:
                 _log.warning("undecodable reply", endpoint=connection.endpoint, error=str(exc))
                 continue
-            for envelope in envelopes:
-                if type(envelope) is DecodeError:
-                    if envelope.request_id is not None:
-                        call = self._pending.get(envelope.request_id)
+            # The watches fed from this message share the batches of a shared events
+            # tuple; the memo lives as long as the message's replies.
+            memo: BatchMemo = {}
+            self._learned = None
+            for request_id, response, watch_id in replies:
+                if type(response) is DecodeError:
+                    if request_id is not None:
+                        call = self._pending.get(request_id)
                         if call is not None:
-                            connection.inflight.discard(call.request_id)
-                            self._fail(call, envelope.error)
+                            connection.inflight.discard(request_id)
+                            self._fail(call, response.error)
                     continue
-                assert type(envelope) is Envelope
-                if envelope.request_id == UNANSWERABLE_REQUEST_ID:
-                    self._refused_message(connection, envelope.message)
+                if request_id == UNANSWERABLE_REQUEST_ID:
+                    self._refused_message(connection, response)
                 else:
-                    self._dispatch(connection, envelope)
+                    assert request_id is not None
+                    self._dispatch(connection, request_id, response, watch_id, memo)
         return True
 
     def _refused_message(self, connection: _Connection, response: Any) -> None:
@@ -546,33 +614,45 @@ class EngineCore:
             connection.inflight.discard(call.request_id)
             self._fail(call, whole_message_refused(connection.endpoint, cause, len(refused)))
 
-    def _dispatch(self, connection: _Connection, envelope: Envelope) -> None:
-        response: Any = envelope.message
-        call = self._pending.get(envelope.request_id)
+    def _dispatch(
+        self,
+        connection: _Connection,
+        request_id: int,
+        response: Any,
+        watch_id: int,
+        memo: BatchMemo | None = None,
+    ) -> None:
+        """Hand one reply to the attempt it answers. ``response`` may be shared by many
+        watches of one message (``decode_replies``): ``watch_id`` is the reply's own."""
+        call = self._pending.get(request_id)
         if call is None or call.endpoint != connection.endpoint:
-            if self._probes.pop(envelope.request_id, None) == connection.endpoint:
+            if self._probes.pop(request_id, None) == connection.endpoint:
+                self._learned = None
                 self._selector.on_identity(connection.endpoint, getattr(response, "header", None))
             else:
-                self._stray(connection, response)
+                self._stray(connection, response, watch_id)
             return
-        self._learn(connection.endpoint, response)
+        if response is not self._learned:
+            # A response shared by many watches of one message says the same thing each
+            # time: learn from it once (unless something else was learned in between).
+            self._learn(connection.endpoint, response)
         if call.stream is None:
-            del self._pending[envelope.request_id]
-            connection.inflight.discard(envelope.request_id)
+            del self._pending[request_id]
+            connection.inflight.discard(request_id)
             call.response = response
             self._finish(call)
             return
         state = call.stream
-        items = state.on_response(response)
+        items = state.on_response(response, watch_id, memo)
         if items and type(items[-1]) is StreamError:
-            del self._pending[envelope.request_id]
-            connection.inflight.discard(envelope.request_id)
-        elif call.sink is not None and call.sink.queue.qsize() >= MAX_BUFFERED_BATCHES:
+            del self._pending[request_id]
+            connection.inflight.discard(request_id)
+        elif call.sink is not None and call.sink.qsize() >= MAX_BUFFERED_BATCHES:
             # The consumer is not keeping up: rather than buffer without bound, drop
             # this attempt (the node forgets the watch) and let the consumer resume
             # from next_revision once it has drained what it already has.
-            del self._pending[envelope.request_id]
-            connection.inflight.discard(envelope.request_id)
+            del self._pending[request_id]
+            connection.inflight.discard(request_id)
             if state.watch_id and connection.up:
                 self._send_cancel(connection, state.watch_id)
             items.append(
@@ -587,6 +667,7 @@ class EngineCore:
             self._deliver(call, items)
 
     def _learn(self, endpoint: str, response: Any) -> None:
+        self._learned = response
         selector = self._selector
         if type(response) is ErrorResponse:
             error_class = response.code
@@ -600,17 +681,17 @@ class EngineCore:
         if type(response) is MemberListResponse:
             selector.on_members(response.members)
 
-    def _stray(self, connection: _Connection, response: Any) -> None:
+    def _stray(self, connection: _Connection, response: Any, watch_id: int) -> None:
         """A reply nobody waits for (a late answer to an expired attempt): dropped. A
         live watch nobody reads any more is canceled, once."""
         if (
             type(response) is WatchResponse
-            and response.watch_id
+            and watch_id
             and not response.canceled
-            and response.watch_id not in connection.canceled_watches
+            and watch_id not in connection.canceled_watches
             and connection.up
         ):
-            self._send_cancel(connection, response.watch_id)
+            self._send_cancel(connection, watch_id)
 
     # ------------------------------------------------------------------ completion
 
@@ -1060,6 +1141,108 @@ class LoopEngine(EngineCore):
             # RuntimeError: the future's loop is closed; nobody is left to wake.
             with contextlib.suppress(RuntimeError):
                 future.set_result(None)
+
+
+_WATCH_RESPONSE_TAG = TAG_OF[WatchResponse]
+_WATCH_RESPONSE_FIELDS = len(attrs.fields(WatchResponse))
+Reply = tuple[int | None, Any, int]
+"""``(request_id, response or DecodeError, watch_id)``: one envelope of a reply."""
+
+
+def decode_replies(data: bytes) -> list[Reply]:
+    """The envelopes of one message from a node, in order, as ``Reply`` tuples; raises
+    ``PnyxError`` for a message that is wrong as a whole (as ``decode_batch`` does).
+
+    A node sends one response per watch, and every watch that wants the same events gets
+    the same response but for its watch id: a connection with 100 watches of one prefix
+    receives one message holding 100 copies of each event. Each copy is compared (in C,
+    by msgpack value) with the watch response decoded last in this message and, if only
+    the watch id differs, the decoded one is reused: one ``WatchResponse`` with its
+    events is built per distinct response, not per watch, and the reply's own watch id
+    travels beside it. Everything else is decoded envelope by envelope with the same
+    type checks as ``decode_batch``. (A value that equals the decoded one without having
+    its exact type, ``True`` for ``1``, is taken as equal: replies are trusted, as
+    ``RESPONSE_LIMITS`` says.)"""
+    if len(data) > RESPONSE_LIMITS.max_message_bytes:
+        decode_batch(data, RESPONSE_LIMITS, validate=False)  # raises the precise error
+    try:
+        value = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except Exception:
+        value = None
+    if (
+        type(value) is not list
+        or len(value) != 2
+        or type(value[0]) is not int
+        or value[0] != PROTOCOL_VERSION
+        or type(value[1]) is not list
+        or len(value[1]) > RESPONSE_LIMITS.max_batch
+    ):
+        # Wrong as a whole: the strict decoder says how (or, should it accept what we
+        # did not, decodes it).
+        return [
+            (item.request_id, item.message, _watch_id_of(item.message))
+            if isinstance(item, Envelope)
+            else (item.request_id, item, 0)
+            for item in decode_batch(data, RESPONSE_LIMITS, validate=False)
+        ]
+    replies: list[Reply] = []
+    append = replies.append
+    last_body: list[Any] | None = None
+    last_response: WatchResponse | None = None
+    for item in value[1]:
+        if (
+            type(item) is list
+            and len(item) == 5
+            and type(item[0]) is int
+            and item[1] == _WATCH_RESPONSE_TAG
+            and type(item[1]) is int
+            and type(item[3]) is bytes
+            and type(item[4]) is int
+            and last_body is not None
+        ):
+            body = item[2]
+            if (
+                type(body) is list
+                and len(body) == _WATCH_RESPONSE_FIELDS
+                and type(body[1]) is int
+                and body[0] == last_body[0]
+                and body[2:] == last_body[2:]
+            ):
+                append((item[0], last_response, body[1]))
+                continue
+        request_id, response = _decode_reply(item)
+        if type(response) is WatchResponse:
+            last_body = item[2]
+            last_response = response
+            append((request_id, response, response.watch_id))
+        else:
+            append((request_id, response, 0))
+    return replies
+
+
+def _decode_reply(item: Any) -> tuple[int | None, Any]:
+    """One envelope ``[request_id, tag, body, client_id, seq]`` of a reply: its request id
+    (None if it has none) and its message, or a ``DecodeError`` in its place."""
+    request_id: int | None = None
+    try:
+        if type(item) is not list or len(item) != 5:
+            if type(item) is list and item and type(item[0]) is int:
+                request_id = item[0]
+            raise errors.InvalidRequestError(
+                "envelope: expected [request_id, tag, body, client_id, seq]"
+            )
+        if type(item[0]) is not int:
+            raise errors.InvalidRequestError("envelope.request_id: expected int")
+        request_id = item[0]
+        if type(item[3]) is not bytes or type(item[4]) is not int:
+            raise errors.InvalidRequestError("envelope: client_id and seq must be bytes and int")
+        return request_id, message_from_wire(item[1:3], RESPONSE_LIMITS)
+    except errors.PnyxError as exc:
+        return request_id, DecodeError(request_id, exc)
+
+
+def _watch_id_of(message: Any) -> int:
+    return message.watch_id if type(message) is WatchResponse else 0
 
 
 _EVENTS = int(zmq.EVENTS)

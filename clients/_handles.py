@@ -3,7 +3,7 @@
 they take (what a stream item means, when resuming gives up and how long it backs off,
 how long a refresh may take and what a failed one means). The faces keep only the
 waiting: a blocking queue, a thread and ``threading.Event`` on one side, an
-``asyncio.Queue``, a task and ``asyncio.Event`` on the other.
+``AsyncStreamSink``, a task and ``asyncio.Event`` on the other.
 
 Must never wait, sleep, start a thread or a task, nor import the faces (``client``,
 ``aio``); like ``_base`` it may read the clock.
@@ -19,7 +19,7 @@ from typing import ClassVar, NoReturn, Protocol
 from pnyx.clients import _core
 from pnyx.clients._base import ClientBase
 from pnyx.clients._core import StreamError, WatchCreated, WatchState
-from pnyx.clients._engine import Call, StreamSink, run_callback_safely
+from pnyx.clients._engine import Call, Sink, run_callback_safely
 from pnyx.clients.results import LeaseKeepAliveResult, WatchBatch
 from pnyx.core import errors
 
@@ -55,7 +55,7 @@ class WatchBase:
         engine: StreamEngine,
         state: WatchState,
         timeout: float,
-        sink: StreamSink | None,
+        sink: Sink | None,
     ) -> None:
         self._client = client
         self._engine = engine

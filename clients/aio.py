@@ -16,7 +16,7 @@ import contextlib
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +25,7 @@ import tenacity
 from pnyx.clients import _core
 from pnyx.clients._base import ClientBase, answer_of
 from pnyx.clients._core import KeyLike, WatchState
-from pnyx.clients._engine import LoopEngine, StreamSink
+from pnyx.clients._engine import AsyncStreamSink, LoopEngine
 from pnyx.clients._handles import LeaseKeepAliveBase, WatchBase
 from pnyx.clients.results import (
     CompactResult,
@@ -406,6 +406,7 @@ class AsyncWatch(WatchBase):
 
     _stop_iteration = StopAsyncIteration
     _client: AsyncClient
+    _sink: AsyncStreamSink | None
 
     def __init__(self, client: AsyncClient, state: WatchState, timeout: float) -> None:
         super().__init__(client, client._engine, state, timeout, None)
@@ -417,7 +418,7 @@ class AsyncWatch(WatchBase):
     async def _start(self) -> AsyncWatch:
         if not self._started:
             self._started = True
-            self._sink = StreamSink(asyncio.get_running_loop())
+            self._sink = AsyncStreamSink(asyncio.get_running_loop())
             await self._open()
         return self
 
@@ -435,10 +436,10 @@ class AsyncWatch(WatchBase):
     def __aiter__(self) -> AsyncIterator[WatchBatch]:
         return self
 
-    async def __anext__(self) -> WatchBatch:
-        batch = await self._next(None)
-        assert batch is not None
-        return batch
+    def __anext__(self) -> Coroutine[Any, Any, WatchBatch]:
+        # _next itself, not a coroutine awaiting it: one frame less per batch (this is
+        # the path of every event of every watch). Without a timeout it never gives None.
+        return self._next(None)  # type: ignore[return-value]
 
     async def get(self, timeout: float | None = None) -> WatchBatch | None:
         """The next batch, or None if none came within ``timeout`` seconds."""
@@ -458,16 +459,18 @@ class AsyncWatch(WatchBase):
             await self._start()
         assert self._sink is not None or self._closed
         while True:
-            self._check_live(self._sink is None or self._sink.queue.empty())
-            assert self._sink is not None
-            queue: asyncio.Queue[_core.StreamItem] = self._sink.queue  # type: ignore[assignment]
-            try:
-                if timeout is None:
-                    item = await queue.get()
-                else:
-                    item = await asyncio.wait_for(queue.get(), timeout)
-            except TimeoutError:
-                return None
+            sink = self._sink
+            if self._closed or self._failed is not None:
+                self._check_live(sink is None or not sink.items)
+            assert sink is not None
+            items = sink.items
+            if items:
+                item = items.popleft()
+            else:
+                got = await sink.get(timeout)
+                if got is None:
+                    return None
+                item = got
             taken = self._take(item)
             if isinstance(taken, WatchBatch):
                 return taken
@@ -503,11 +506,9 @@ class AsyncWatch(WatchBase):
     async def _attempt(self, deadline: float) -> None:
         call = self._submit_attempt(deadline)
         assert self._sink is not None
-        queue: asyncio.Queue[_core.StreamItem] = self._sink.queue  # type: ignore[assignment]
-        try:
-            item = await asyncio.wait_for(queue.get(), call.timeout + 1.0)
-        except TimeoutError:
-            raise errors.TimeoutError("the client's I/O thread did not answer") from None
+        item = await self._sink.get(call.timeout + 1.0)
+        if item is None:
+            raise errors.TimeoutError("the client's I/O thread did not answer")
         self._check_created(item)
 
 

@@ -410,7 +410,7 @@ class Watch(WatchBase):
     def __init__(self, client: Client, state: WatchState, timeout: float) -> None:
         sink = StreamSink()
         super().__init__(client, client._engine, state, timeout, sink)
-        self._queue: queue.SimpleQueue[_core.StreamItem] = sink.queue  # type: ignore[assignment]
+        self._queue: queue.SimpleQueue[_core.StreamItem] = sink.queue
 
     def __enter__(self) -> Watch:
         return self
