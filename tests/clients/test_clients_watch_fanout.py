@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pnyx.clients import AsyncClient, WatchBatch
+from pnyx.clients import AsyncClient, Client, WatchBatch
 from pnyx.clients._core import BatchMemo, StreamError, WatchState
 from pnyx.clients._engine import AsyncStreamSink, decode_replies
 from pnyx.core import errors
@@ -315,3 +315,15 @@ def test_watches_started_at_different_revisions_share_nothing_they_should_not(fa
                 await watch.aclose()
 
     run(main)
+
+
+def test_watches_of_the_blocking_client_share_a_connection_the_same_way(fake: Any) -> None:
+    with Client([fake.endpoint]) as kv:
+        watches = [kv.watch("p/", prefix=True) for _ in range(4)]
+        for i in range(3):
+            kv.put(f"p/{i}", str(i))
+        for watch in watches:
+            batches = [watch.get(10) for _ in range(3)]
+            assert [b.revision if b else None for b in batches] == [2, 3, 4]
+            assert [b.events[0].kv.key for b in batches if b] == [b"p/0", b"p/1", b"p/2"]
+            watch.close()
