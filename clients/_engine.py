@@ -10,6 +10,13 @@ only at the size limits); replies come back in batches and resolve their calls; 
 attempts fail. It never waits and never starts a thread: a driver calls it, from one
 thread at a time.
 
+Watch events are the one reply a node sends many copies of: every watch that wants the
+same events gets its own response in the same message. ``decode_replies`` decodes each
+distinct response once and hands the copies over with their own watch ids, and the
+watches fed from one message share the batches built from it (``_core.BatchMemo``), so
+what a client pays per watch per event is a comparison, a little bookkeeping and the
+wake-up of its consumer (``StreamSink`` for a thread, ``AsyncStreamSink`` for a task).
+
 ``ThreadEngine`` drives it for the blocking ``Client`` (leader/followers). Whoever holds
 the I/O lock runs the engine: a caller thread that finds the lock free runs its own
 attempt to the end itself - sends, polls the sockets, receives, and serves anything
