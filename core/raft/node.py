@@ -206,6 +206,8 @@ class RaftNode:
         self._read_states: list[ReadState] = []
         self._forward_buffer: list[Entry] = []
         self._needs_broadcast = False
+        self._waiting_followers = False
+        """Some follower's ``commit_wanted`` is ahead of what it was told."""
 
         # Every configuration in the log, oldest first, as (index of its entry, state);
         # the first element is the base (a snapshot's, or the empty one at index 0).
@@ -474,6 +476,7 @@ class RaftNode:
         self._reads.clear()
         self._forward_buffer = []
         self._needs_broadcast = False
+        self._waiting_followers = False
 
     def _become_leader(self) -> None:
         self._leader_id = self._id
@@ -1114,6 +1117,13 @@ class RaftNode:
             log.entries.append(Entry(self._term, log.last_index + 1, _NORMAL, entry.data))
             self._uncommitted_bytes += size
             self._needs_broadcast = True
+        self._wants_commit(message.sender, log.last_index)
+
+    def _wants_commit(self, node_id: int, index: int) -> None:
+        pr = self._progress.get(node_id)
+        if pr is not None and index > pr.commit_wanted:
+            pr.commit_wanted = index
+            self._waiting_followers = True
 
     # --- configuration ---------------------------------------------------------------
 
@@ -1249,6 +1259,8 @@ class RaftNode:
         if request.requester == self._id:
             self._read_states.append(ReadState(index, request.context))
         else:
+            # The follower serves the read once it applied ``index``: it must hear of it.
+            self._wants_commit(request.requester, index)
             self._send(
                 ReadIndexResponse(
                     to=request.requester,
@@ -1377,6 +1389,8 @@ class RaftNode:
                 self._broadcast_append(send_if_empty=False)
             if self._reads.queued and self._reads.round is None:
                 self._start_read_round()
+            if self._waiting_followers:
+                self._send_wanted_commits()
         elif self._forward_buffer:
             if self._leader_id != NONE:
                 self._send(
@@ -1388,6 +1402,30 @@ class RaftNode:
                     )
                 )
             self._forward_buffer = []
+
+    def _send_wanted_commits(self) -> None:
+        """Followers whose clients wait for an index learn at once that it committed."""
+        committed = self._log.committed
+        waiting = False
+        for node_id, pr in self._progress.items():
+            if pr.commit_wanted <= pr.commit_sent:
+                continue
+            if min(committed, pr.match) > pr.commit_sent:
+                self._send_append(node_id, pr, True)
+            waiting = waiting or pr.commit_wanted > pr.commit_sent
+        self._waiting_followers = waiting
+
+    def has_unsent_commit(self) -> bool:
+        """On a leader: whether a follower holds committed entries it has not been told
+        are committed (it hears with the next append, at the next tick, or when the
+        application calls ``send_commit_updates``)."""
+        if self._role is not _LEADER:
+            return False
+        committed = self._log.committed
+        for pr in self._progress.values():
+            if pr.commit_sent < committed and pr.commit_sent < pr.match:
+                return True
+        return False
 
     def has_ready(self) -> bool:
         self._flush()

@@ -64,6 +64,9 @@ class Progress:
     """Election timeouts spent in the SNAPSHOT state (a lost snapshot is retried)."""
     recent_active: bool = True
     """Heard from since the last CheckQuorum round."""
+    commit_wanted: int = 0
+    """A client of this follower waits for this index (a write it forwarded, a read it
+    asked for): tell it of the commit at once, not with the next append or tick."""
     heartbeat_ack: int = 0
     """The newest heartbeat (by the leader's sequence number) this follower answered:
     what the ReadIndex rounds and the leader lease go by."""

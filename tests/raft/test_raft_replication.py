@@ -435,3 +435,50 @@ def test_without_being_asked_a_leader_applies_a_commit_without_a_message() -> No
     assert ready.messages == ()
     cluster[2].send_commit_updates()  # a follower has nothing to tell
     assert not cluster[2].has_ready() or cluster[2].ready().messages == ()
+
+
+def test_a_follower_whose_client_forwarded_a_write_hears_of_its_commit_at_once() -> None:
+    """The follower answers its client when it applies the write: it must not wait for
+    the leader's next append or tick to learn that the write committed."""
+    cluster = LocalCluster(heartbeat_tick=5)
+    cluster.elect(1)
+    cluster.tick(times=5)
+    cluster[2].propose(b"via-2")
+    cluster.stabilize()  # no tick
+    assert cluster.members[2].data == [b"via-2"]
+    assert cluster[2].commit_index == cluster[1].commit_index
+    # Follower 3 forwarded nothing: it learns with the next append or tick, as before.
+    assert cluster.members[3].data == []
+    cluster.spread_commit()
+    assert cluster.members[3].data == [b"via-2"]
+
+
+def test_a_follower_that_asked_for_a_read_index_hears_of_the_commit_at_once() -> None:
+    # With a leader lease the answer comes without a heartbeat round, whose heartbeats
+    # would otherwise have carried the commit index.
+    cluster = LocalCluster(heartbeat_tick=5, lease_duration=100.0)
+    cluster.elect(1)
+    cluster.tick(times=5)  # a heartbeat round: the lease
+    cluster.stabilize()
+    cluster.propose(1, b"x")  # committed on the leader; followers not told yet
+    assert cluster.members[2].data == []
+    cluster[2].read_index(b"r")
+    cluster.stabilize()
+    (state,) = cluster.members[2].read_states
+    assert cluster[2].commit_index >= state.index == cluster[1].commit_index
+    assert cluster.members[2].data == [b"x"]  # it can serve the read with no tick
+
+
+def test_has_unsent_commit_says_whether_a_follower_lacks_a_commit_it_could_have() -> None:
+    cluster = LocalCluster(heartbeat_tick=5)
+    cluster.elect(1)
+    cluster.tick(times=5)
+    leader = cluster[1]
+    assert not leader.has_unsent_commit()
+    cluster.propose(1, b"x")
+    assert leader.has_unsent_commit()
+    assert not cluster[2].has_unsent_commit()  # only a leader tells
+    leader.send_commit_updates()
+    cluster.stabilize()
+    assert not leader.has_unsent_commit()
+    assert all(cluster.members[n].data == [b"x"] for n in (2, 3))
