@@ -372,6 +372,8 @@ class RaftNode:
                 self._campaign(transfer=False)
 
     def _tick_leader(self) -> None:
+        if self._config.quorum_first:
+            self._send_entries_left_for_later()
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
         if self._election_elapsed >= self._election_tick:
@@ -389,6 +391,14 @@ class RaftNode:
         else:
             self._send_commit_updates()
 
+    def _send_entries_left_for_later(self) -> None:
+        log = self._log
+        for node_id, pr in self._progress.items():
+            if pr.state is _REPLICATE and pr.next <= log.last_index:
+                sent = self._send_append(node_id, pr, False)
+                while sent and pr.next <= log.last_index:
+                    sent = self._send_append(node_id, pr, False)
+
     def _send_commit_updates(self) -> None:
         """Tell followers a commit index they have not heard yet, once per tick.
 
@@ -398,7 +408,11 @@ class RaftNode:
         a follower's ReadIndex learns the commit index from the round's heartbeat, and
         committed entries are already durable on a quorum."""
         committed = self._log.committed
+        later = self._config.quorum_first
+        last = self._log.last_index
         for node_id, pr in self._progress.items():
+            if later and pr.next <= last:
+                continue
             if pr.commit_sent < committed and pr.commit_sent < pr.match:
                 self._send_append(node_id, pr, True)
 
@@ -902,11 +916,39 @@ class RaftNode:
         return True
 
     def _broadcast_append(self, send_if_empty: bool) -> None:
+        later = self._followers_for_later() if self._config.quorum_first else ()
         for node_id, pr in self._progress.items():
+            if node_id in later:
+                continue
             sent = self._send_append(node_id, pr, send_if_empty)
             # Fill the pipeline: more requests while the window allows and entries remain.
             while sent and pr.state is _REPLICATE and pr.next <= self._log.last_index:
                 sent = self._send_append(node_id, pr, False)
+
+    def _followers_for_later(self) -> tuple[int, ...]:
+        """``RaftConfig.quorum_first``: the voters that may get new entries at the next
+        tick. None while the followers a quorum needs (the most up to date voters in the
+        replicate state) are not all idle, or if no voter is spare."""
+        voters = self._conf.voters
+        need = len(voters) // 2 + 1 - (1 if self._id in voters else 0)
+        ranked = sorted(
+            (
+                (pr.match, -node_id, node_id, pr)
+                for node_id, pr in self._progress.items()
+                if node_id in voters
+            ),
+            reverse=True,
+        )
+        if need <= 0 or len(ranked) <= need:
+            return ()
+        for _, _, _, pr in ranked[:need]:
+            if pr.state is not _REPLICATE or pr.inflights.queue:
+                return ()  # a needed follower is busy or behind: everyone, now
+        return tuple(
+            node_id
+            for _, _, node_id, pr in ranked[need:]
+            if pr.state is _REPLICATE and pr.commit_wanted <= pr.match
+        )
 
     def _broadcast_heartbeat(self) -> None:
         # Every broadcast carries its number as the context: an answer to a heartbeat
@@ -1418,11 +1460,16 @@ class RaftNode:
     def has_unsent_commit(self) -> bool:
         """On a leader: whether a follower holds committed entries it has not been told
         are committed (it hears with the next append, at the next tick, or when the
-        application calls ``send_commit_updates``)."""
+        application calls ``send_commit_updates``). With ``quorum_first``, a follower
+        whose new entries were left for the next tick gets the commit with them."""
         if self._role is not _LEADER:
             return False
         committed = self._log.committed
+        later = self._config.quorum_first
+        last = self._log.last_index
         for pr in self._progress.values():
+            if later and pr.next <= last:
+                continue  # left for the next tick, entries and commit together
             if pr.commit_sent < committed and pr.commit_sent < pr.match:
                 return True
         return False

@@ -309,6 +309,14 @@ class RaftConfig:
     check_quorum: bool = True
     max_uncommitted_bytes: int = 64 << 20
     """Proposals beyond this much uncommitted payload are dropped (backpressure)."""
+    quorum_first: bool = False
+    """At low load, send a new entry at once only to the followers a quorum needs (the
+    most up to date voters, while none of them has an append unanswered); the other
+    voters get it with the leader's next tick, many entries at a time. On a machine
+    whose cores the members share, their work then stays off the path of the write.
+    Under load (an append in flight to a needed follower), everyone gets every entry
+    at once, as without it. A follower with a client waiting (``commit_wanted``) is
+    always sent at once."""
     lease_duration: float = 0.0
     """Leader lease for linearizable reads (Raft thesis 6.4.1), in the units of the
     ``clock`` given to ``RaftNode``; 0 (the default): every read takes a ReadIndex round.

@@ -100,6 +100,9 @@ class NodeConfig:
     one, rather than with a heartbeat round each: see ``node.lease_duration``. Relies on
     clocks that run at about the same rate on every member (not on synchronised
     clocks); turn off to have every read confirmed by a quorum round trip."""
+    quorum_first: bool = True
+    """At low load the leader sends a new entry at once only to the followers a quorum
+    needs; the others get it at its next tick (``RaftConfig.quorum_first``)."""
     snapshot_count: int = 10_000
     """Take a snapshot (and compact the Raft log) every this many applied entries (and
     not before the log grew by as many bytes as the previous snapshot had)."""
@@ -199,6 +202,12 @@ def build_parser(prog: str = "pnyx node") -> argparse.ArgumentParser:
         action="store_false",
         help="confirm every linearizable read with a quorum round trip (no leader lease)",
     )
+    add(
+        "--no-quorum-first",
+        dest="quorum_first",
+        action="store_false",
+        help="send every new entry to every follower at once, even at low load",
+    )
     add("--snapshot-count", type=int, default=10_000, help="applied entries per snapshot")
     add(
         "--snapshot-inline",
@@ -249,6 +258,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         heartbeat_ticks=args.heartbeat_ticks,
         election_ticks=args.election_ticks,
         lease_reads=args.lease_reads,
+        quorum_first=args.quorum_first,
         snapshot_count=args.snapshot_count,
         snapshot_in_child=not args.snapshot_inline,
         auto_compaction_retention=args.auto_compaction_retention,

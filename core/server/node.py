@@ -409,6 +409,7 @@ class Node:
                 election_tick=config.election_ticks,
                 heartbeat_tick=config.heartbeat_ticks,
                 lease_duration=lease_duration(config),
+                quorum_first=config.quorum_first,
             ),
             random.Random(seed),
             persisted,

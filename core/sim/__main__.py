@@ -50,6 +50,12 @@ from pnyx.core.sim.runner import run_seed, seed_configs
     help="A leader sends appends before its own fsync completes, as the server does.",
 )
 @click.option(
+    "--quorum-first/--all-at-once",
+    default=False,
+    show_default=True,
+    help="At low load, spare followers get new entries at the leader's next tick.",
+)
+@click.option(
     "--lease-reads/--read-index",
     default=False,
     show_default=True,
@@ -73,6 +79,7 @@ def main(
     disk: str,
     machine: str,
     leader_early_send: bool,
+    quorum_first: bool,
     lease_reads: bool,
     lease_ticks: float,
     verbose: int,
@@ -95,6 +102,7 @@ def main(
         disk=disk,
         machine=machine,
         leader_early_send=leader_early_send,
+        quorum_first=quorum_first,
         lease_reads=lease_reads,
         lease_ticks=lease_ticks,
     )

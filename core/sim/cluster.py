@@ -96,6 +96,8 @@ class SimConfig:
     """Send a leader's AppendRequests, heartbeats and snapshots before its own fsync of
     the same Ready completes, as ``pnyx.core.server`` does (Raft thesis 10.2.1; the
     exception the Ready contract allows). Off: the strict persist-then-send order."""
+    quorum_first: bool = False
+    """``RaftConfig.quorum_first``: at low load, spare followers get entries at ticks."""
     lease_reads: bool = False
     """Leaders answer reads on their lease (``RaftConfig.lease_duration``), reading the
     virtual clock, which runs on while a process is paused. The lease is
@@ -120,6 +122,8 @@ class SimConfig:
             line += f" --machine {self.machine}"
         if self.leader_early_send:
             line += " --leader-early-send"
+        if self.quorum_first:
+            line += " --quorum-first"
         if self.lease_reads:
             line += " --lease-reads"
         if self.lease_ticks:
@@ -372,6 +376,7 @@ class Simulation:
             max_append_bytes=self.max_append_bytes,
             max_inflight=self.max_inflight,
             lease_duration=self.config.lease_duration,
+            quorum_first=self.config.quorum_first,
         )
         rng = random.Random(f"{self.config.seed}/raft/{process.id}/{process.incarnation}")
         bootstrap = process.bootstrap if persisted.snapshot is None else None

@@ -79,10 +79,18 @@ def test_the_read_lease_is_shorter_than_the_least_vote_refusal_of_a_follower() -
     assert lease > 2 * config.heartbeat_ticks * config.tick_interval  # renewed in time
     off = config_from_args(build_parser().parse_args(_args("--no-lease-reads")))
     assert not off.lease_reads and lease_duration(off) == 0.0
+    assert off.quorum_first  # independent switches
+    assert config_from_args(build_parser().parse_args(_args("--no-quorum-first"))).lease_reads
     short = config_from_args(
         build_parser().parse_args(_args("--election-ticks", "5", "--heartbeat-ticks", "1"))
     )
     assert lease_duration(short) == 0.0  # too short an election timeout: no lease at all
+
+
+def test_quorum_first_replication_is_on_unless_turned_off() -> None:
+    assert config_from_args(build_parser().parse_args(_args())).quorum_first
+    off = config_from_args(build_parser().parse_args(_args("--no-quorum-first")))
+    assert not off.quorum_first
 
 
 def test_the_client_socket_cap_lets_a_merely_oversized_message_reach_the_decoder() -> None:

@@ -88,6 +88,26 @@ def test_seeds_with_leader_lease_reads() -> None:
     assert plain.digest != leased.digest
 
 
+def test_seeds_with_quorum_first_replication() -> None:
+    """Spare followers get new entries at the leader's tick when the needed ones are
+    idle (``RaftConfig.quorum_first``, on in the server): the same properties hold."""
+    failures = []
+    configs = [
+        *seed_configs(
+            24, start=7400, ticks=TICKS, quorum_first=True, lease_reads=True, leader_early_send=True
+        ),
+        *seed_configs(6, start=7500, ticks=TICKS, quorum_first=True, disk="wal", machine="kv"),
+    ]
+    for config in configs:
+        result = run_seed(config)
+        if not result.ok:
+            failures.append(result.report())
+    assert not failures, "\n".join(failures)
+    plain = run_seed(SimConfig(seed=7400, ticks=300))
+    thrifty = run_seed(SimConfig(seed=7400, ticks=300, quorum_first=True))
+    assert plain.digest != thrifty.digest
+
+
 def test_a_seed_replays_identically() -> None:
     config = SimConfig(seed=12345, nodes=5, ticks=300)
     first, second = run_seed(config), run_seed(config)
