@@ -622,7 +622,7 @@ class Node:
         assert self._peer is not None
         raft = self.raft
         removed = self._members.removed
-        for sender, payloads in self._peer.receive():
+        for sender, payloads in self._peer.receive(ready=True):
             if sender in removed:
                 # A removed member still talking: it may never have learned it was
                 # removed. Tell it (again); its messages are not for this cluster.
@@ -1167,7 +1167,7 @@ class Node:
     def _receive_client_requests(self) -> None:
         assert self._client is not None
         limits = self.config.limits
-        for event in self._client.receive(_CLIENT_MESSAGES_PER_ITERATION):
+        for event in self._client.receive(_CLIENT_MESSAGES_PER_ITERATION, ready=True):
             if isinstance(event, Malformed):
                 self._reply_error(
                     event.routing_id,

@@ -26,7 +26,13 @@ import attrs
 import structlog
 import zmq
 
-from pnyx.core.transport.options import SocketOptions, apply_common, has_input
+from pnyx.core.transport.options import (
+    SocketOptions,
+    apply_common,
+    has_input,
+    recv_frames,
+    send_frames,
+)
 
 __all__ = [
     "ClientEvent",
@@ -108,14 +114,19 @@ class ClientRouter:
             raise RuntimeError("ClientRouter.bind() was not called")
         return self._router
 
-    def receive(self, max_messages: int = 4096) -> list[ClientEvent]:
-        """Every message waiting (at most ``max_messages``), without blocking."""
+    def receive(self, max_messages: int = 4096, ready: bool = False) -> list[ClientEvent]:
+        """Every message waiting (at most ``max_messages``), without blocking. ``ready``:
+        a poll just said a message waits (no need to ask before the first)."""
         router = self.socket
         events: list[ClientEvent] = []
         for _ in range(max_messages):
-            if not has_input(router):
+            if not ready and not has_input(router):
                 break
-            frames = router.recv_multipart(zmq.NOBLOCK)
+            ready = False
+            try:
+                frames = recv_frames(router)
+            except zmq.Again:
+                break
             self.stats.received += 1
             if len(frames) == 2:
                 events.append(Received(frames[0], frames[1]))
@@ -128,7 +139,7 @@ class ClientRouter:
         """Send ``payload`` to the connection ``routing_id``. Never blocks: a reply to a
         full connection is dropped (the client times out and retries)."""
         try:
-            self.socket.send_multipart((routing_id, payload), zmq.NOBLOCK, copy=False)
+            send_frames(self.socket, (routing_id, payload), copy=False)
         except zmq.Again:
             self.stats.dropped += 1
             return SendResult.DROPPED

@@ -9,6 +9,8 @@ This module only configures sockets; it must never bind, connect, send or receiv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 import zmq
 
@@ -55,7 +57,9 @@ def apply_common(socket: zmq.Socket[bytes], options: SocketOptions) -> None:
 
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
-"""Plain ints: pyzmq's constants are enum flags, whose ``&`` runs Python code."""
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
+"""Plain ints: pyzmq's constants are enum flags, whose ``&`` and ``|`` run Python code."""
 
 
 def has_input(socket: zmq.Socket[bytes]) -> bool:
@@ -64,3 +68,25 @@ def has_input(socket: zmq.Socket[bytes]) -> bool:
     and catching the exception costs about 10 us."""
     events = socket.get(_EVENTS)
     return isinstance(events, int) and bool(events & _POLLIN)
+
+
+def recv_frames(socket: zmq.Socket[bytes]) -> list[bytes]:
+    """``recv_multipart(NOBLOCK)`` (raises ``zmq.Again`` alike) at a third of its cost:
+    pyzmq's version asks the socket option ``RCVMORE`` after each frame, converting the
+    option to its enum each time; a frame received without copy knows it (``more``)."""
+    frame = socket.recv(_NOBLOCK, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = socket.recv(_NOBLOCK, copy=False)
+        frames.append(frame.bytes)
+    return frames
+
+
+def send_frames(socket: zmq.Socket[bytes], frames: Sequence[bytes], copy: bool = True) -> None:
+    """``send_multipart(frames, NOBLOCK)`` (raises ``zmq.Again`` alike if the message
+    cannot be queued) without pyzmq's per-frame enum flag arithmetic and checks. A
+    message is queued whole or not at all: only its first frame can be refused."""
+    last = len(frames) - 1
+    for index in range(last):
+        socket.send(frames[index], _SNDMORE_NOBLOCK, copy=copy)
+    socket.send(frames[last], _NOBLOCK, copy=copy)

@@ -31,7 +31,13 @@ import attrs
 import structlog
 import zmq
 
-from pnyx.core.transport.options import SocketOptions, apply_common, has_input
+from pnyx.core.transport.options import (
+    SocketOptions,
+    apply_common,
+    has_input,
+    recv_frames,
+    send_frames,
+)
 
 __all__ = ["PeerTransport", "PeerTransportStats", "pack_peer_batch", "unpack_peer_batch"]
 
@@ -159,22 +165,29 @@ class PeerTransport:
             self.stats.dropped_batches += 1
             return False
         try:
-            peer.socket.send_multipart(pack_peer_batch(self.node_id, messages), zmq.NOBLOCK)
+            send_frames(peer.socket, pack_peer_batch(self.node_id, messages))
         except zmq.Again:
             self.stats.dropped_batches += 1
             return False
         self.stats.sent_batches += 1
         return True
 
-    def receive(self, max_batches: int = 1024) -> list[tuple[int, list[bytes]]]:
+    def receive(
+        self, max_batches: int = 1024, ready: bool = False
+    ) -> list[tuple[int, list[bytes]]]:
         """Every batch waiting on the ROUTER (at most ``max_batches``), without blocking,
-        as ``(sender_id, encoded messages)``. Malformed or blocked input is dropped."""
+        as ``(sender_id, encoded messages)``. Malformed or blocked input is dropped.
+        ``ready``: a poll just said a message waits (no need to ask before the first)."""
         router = self.socket
         received: list[tuple[int, list[bytes]]] = []
         for _ in range(max_batches):
-            if not has_input(router):
+            if not ready and not has_input(router):
                 break
-            frames = router.recv_multipart(zmq.NOBLOCK)
+            ready = False
+            try:
+                frames = recv_frames(router)
+            except zmq.Again:
+                break
             self.stats.received_batches += 1
             try:
                 # [routing id, header, messages...]

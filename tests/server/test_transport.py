@@ -17,9 +17,11 @@ from pnyx.core.transport import (
     Received,
     SendResult,
     SocketOptions,
+    has_input,
     pack_peer_batch,
     unpack_peer_batch,
 )
+from pnyx.core.transport.options import recv_frames, send_frames
 
 T = TypeVar("T")
 
@@ -201,4 +203,40 @@ def test_client_router_cuts_off_grossly_oversized_messages(
         assert seen == []
     finally:
         dealer.close(0)
+        router.close()
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [[b"one"], [b"", b"x"], [b"a", b"", b"c" * 100_000, b"d", b""]],
+)
+def test_frames_sent_and_received_without_pyzmq_multipart_helpers_arrive_whole(
+    context: zmq.Context[zmq.Socket[bytes]], frames: list[bytes]
+) -> None:
+    pull = context.socket(zmq.PULL)
+    push = context.socket(zmq.PUSH)
+    try:
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        push.connect(f"tcp://127.0.0.1:{port}")
+        with pytest.raises(zmq.Again):
+            recv_frames(pull)  # nothing yet: like recv_multipart(NOBLOCK)
+        send_frames(push, frames)
+        send_frames(push, [b"next"], copy=False)
+        assert poll_until(lambda: recv_frames(pull) if has_input(pull) else None) == frames
+        assert poll_until(lambda: recv_frames(pull) if has_input(pull) else None) == [b"next"]
+    finally:
+        push.close(0)
+        pull.close(0)
+
+
+def test_a_receive_told_input_is_ready_copes_when_none_is(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    peer = _bound_peer(context, 1)
+    router = ClientRouter(context, "tcp://127.0.0.1:*").bind()
+    try:
+        assert peer.receive(ready=True) == []
+        assert router.receive(ready=True) == []
+    finally:
+        peer.close()
         router.close()
