@@ -53,6 +53,12 @@ class _Save:
     future: Future[None]
 
 
+_INLINE: Future[None] = Future()
+_INLINE.set_result(None)
+"""The future of a ``save_now`` batch: nobody waits on it (the caller does the work), so
+it costs no ``Future`` (and ``Condition``) per call; already done, nothing completes it."""
+
+
 @attrs.frozen
 class _SaveSnapshot:
     """Sync what came before, then write the file on the snapshot thread."""
@@ -153,7 +159,7 @@ class WalWriter:
             if not self._committing.acquire(blocking=False):
                 return False
         try:
-            work = _Save(hard_state, entries, None, Future())
+            work = _Save(hard_state, entries, None, _INLINE)
             if not self._commit([work]):
                 raise self._failed or StorageError("the WAL writer failed")
         finally:
@@ -279,8 +285,9 @@ class WalWriter:
             # line when it comes near an election timeout.
             log.warning("wal.slow_commit", seconds=round(elapsed, 3), entries=entries)
         for work in group:
-            if not (isinstance(work, _SaveSnapshot) and self.threaded):
-                work.future.set_result(None)
+            future = work.future
+            if future is not _INLINE and not (isinstance(work, _SaveSnapshot) and self.threaded):
+                future.set_result(None)
         for work in handed_off:
             threading.Thread(
                 target=self._write_snapshot_file,
