@@ -1388,12 +1388,17 @@ class RaftNode:
             return ()
         return tuple(log.slice(max(log.applying + 1, log.first_index), log.committed + 1))
 
-    def send_commit_updates(self) -> None:
+    def send_commit_updates(self, include_later: bool = True) -> None:
         """On a leader: tell followers the commit index now (in the next Ready) instead
         of on the next append or tick. For an application about to apply an entry that
         may take long: its followers then apply it at the same time, rather than hear
-        of it only after the leader's stall and take that silence for a dead leader."""
+        of it only after the leader's stall and take that silence for a dead leader.
+        ``include_later``: spare followers (``quorum_first``) get the entries left for
+        the next tick now too; False leaves them for the tick, entries and commit
+        together (for an application that only wants followers' watchers served soon)."""
         if self._role is _LEADER:
+            if include_later and self._config.quorum_first:
+                self._send_entries_left_for_later()
             self._send_commit_updates()
 
     def report_unreachable(self, node_id: int) -> None:

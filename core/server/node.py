@@ -560,7 +560,7 @@ class Node:
         due = self._commit_notice_at
         if due is not None and self._now >= due:
             self._commit_notice_at = None
-            self.raft.send_commit_updates()
+            self.raft.send_commit_updates(include_later=False)
 
     def _arm_commit_notice(self) -> None:
         if not self.raft.has_unsent_commit():

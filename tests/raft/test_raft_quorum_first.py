@@ -104,7 +104,7 @@ def test_a_follower_left_for_later_gets_entries_and_commit_together_at_the_tick(
     leader = cluster[1]
     cluster.propose(1, b"x")  # committed with follower 2; follower 3 left for later
     assert leader.has_unsent_commit()  # follower 2 holds "x" and was not told
-    leader.send_commit_updates()
+    leader.send_commit_updates(include_later=False)  # what the server's notice does
     cluster.stabilize()
     assert cluster.members[2].data == [b"x"]
     assert cluster[3].last_index < leader.last_index  # still for later, not a commit update
@@ -112,3 +112,22 @@ def test_a_follower_left_for_later_gets_entries_and_commit_together_at_the_tick(
     cluster.tick(node_ids=[1])
     cluster.stabilize()
     assert cluster.members[3].data == [b"x"]
+
+
+def test_before_a_long_apply_the_spare_follower_gets_its_entries_and_the_commit_too() -> None:
+    """``send_commit_updates()`` is what the server calls before applying an entry of
+    unbounded cost: every follower must be able to apply it meanwhile, the spare one
+    included (else it hears nothing during the leader's stall and suspects it)."""
+    cluster = _cluster()
+    leader = cluster[1]
+    cluster.propose(1, b"delete a million keys")
+    assert cluster[3].last_index < leader.last_index  # left for the next tick
+    leader.send_commit_updates()
+    cluster.stabilize()
+    assert cluster.members[3].data == [b"delete a million keys"]
+    # The commit notice of the server leaves it for the tick instead.
+    cluster.propose(1, b"small")
+    leader.send_commit_updates(include_later=False)
+    cluster.stabilize()
+    assert cluster.members[2].data[-1] == b"small"
+    assert cluster.members[3].data[-1] == b"delete a million keys"
