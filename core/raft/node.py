@@ -1462,6 +1462,21 @@ class RaftNode:
             waiting = waiting or pr.commit_wanted > pr.commit_sent
         self._waiting_followers = waiting
 
+    def take_heartbeats(self) -> list[HeartbeatRequest]:
+        """On a leader: the heartbeats queued since the last ``ready()``, taken out of the
+        next Ready, for an application whose last Ready is still being persisted. A
+        leader may send them before that write completes, like its appends (they carry
+        its term, which a leader's Ready has made durable before it leads, and a commit
+        index a quorum holds): then a slow disk does not silence the leader, and its
+        followers do not start an election over an fsync."""
+        if self._role is not _LEADER:
+            return []
+        msgs = self._msgs
+        beats = [m for m in msgs if type(m) is HeartbeatRequest]
+        if beats:
+            self._msgs = [m for m in msgs if type(m) is not HeartbeatRequest]
+        return beats
+
     def has_unsent_commit(self) -> bool:
         """On a leader: whether a follower holds committed entries it has not been told
         are committed (it hears with the next append, at the next tick, or when the

@@ -689,6 +689,15 @@ class Node:
 
     def _process_ready(self) -> None:
         raft = self.raft
+        # The disk is slow (or busy with a snapshot file): a leader's heartbeats need not
+        # wait for it, and an fsync of a few hundred ms must not look like a dead leader.
+        if (
+            self._inflight is not None
+            and self._role is Role.LEADER
+            and raft.term == self._durable_term
+            and raft.vote == self._durable_vote
+        ):
+            self._send_messages(raft.take_heartbeats())
         while self._inflight is None and raft.has_ready():
             if self._role is Role.LEADER and self._unbounded_commit_ahead():
                 raft.send_commit_updates()

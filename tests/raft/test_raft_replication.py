@@ -482,3 +482,24 @@ def test_has_unsent_commit_says_whether_a_follower_lacks_a_commit_it_could_have(
     cluster.stabilize()
     assert not leader.has_unsent_commit()
     assert all(cluster.members[n].data == [b"x"] for n in (2, 3))
+
+
+def test_a_leader_can_send_heartbeats_while_its_last_ready_is_being_persisted() -> None:
+    """The server takes them out while its WAL write runs: a slow fsync must not
+    silence the leader for an election timeout."""
+    cluster = LocalCluster(heartbeat_tick=2)
+    cluster.elect(1)
+    leader = cluster[1]
+    leader.propose(b"x")
+    in_flight = leader.ready()  # the application is persisting this one
+    assert leader.take_heartbeats() == []  # nothing new yet
+    for _ in range(2):
+        leader.tick()
+    beats = leader.take_heartbeats()
+    assert sorted(b.to for b in beats) == [2, 3]
+    assert all(b.term == leader.term for b in beats)
+    cluster.members[1].disk.persist(in_flight)
+    leader.advance(in_flight)
+    following = leader.ready()
+    assert not any(isinstance(m, HeartbeatRequest) for m in following.messages)  # sent once
+    assert cluster[2].take_heartbeats() == []  # a follower has none to give
