@@ -499,8 +499,8 @@ class Simulation:
         raft = process.raft
         if raft is not None and process.syncing is not None and process.early_sent:
             # As the server does: a leader's heartbeats do not wait for its disk.
-            for message in raft.take_heartbeats():
-                self._send(message)
+            for beat in raft.take_heartbeats():
+                self._send(beat)
         while (
             raft is not None
             and process.raft is raft
