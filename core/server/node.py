@@ -209,11 +209,18 @@ fewer, larger ones are cheaper on a busy machine: a 60 s ``check perf --load l``
 encodes 13 + 53 + 209 MB at r = 3 against 13 + 40 + 118 + 352 MB at r = 2, and its
 throughput rose from about 7,000 to 7,250 writes/s. The price: the WAL kept between
 snapshots grows to r times the last one (disk, and replay time at restart)."""
-_SNAPSHOT_JITTER = 0.3
-"""Each member waits a random 0-30 % longer than ``_SNAPSHOT_BYTES_RATIO`` says, drawn
-anew after each snapshot: members apply the same entries, and with one rule they would
-all snapshot at the same index, at the same moment - on one machine (``pnyx up``, a
-laptop cluster) three snapshot passes at once, each with its copy-on-write memory."""
+_SNAPSHOT_STAGGER = 0.5
+"""Members apply the same entries, and with one rule they would all snapshot at the same
+index, at the same moment: on one machine (``pnyx up``, a laptop cluster) three
+snapshot passes at once, each with its copy-on-write memory, and under ``check perf``
+the leader's requests waited up to a second. So each voter waits longer by its rank:
+followers in id order get ``_SNAPSHOT_BYTES_RATIO`` times 1, 1.25, ... up to 1 +
+``_SNAPSHOT_STAGGER``, which the leader always gets (it snapshots last: its pauses are
+the ones every request waits for). With three members: 3, 3.75 and 4.5 times the last
+snapshot, a quarter of a snapshot's worth of writes apart, more than a pass takes."""
+_SNAPSHOT_JITTER = 0.1
+"""And a random 0-10 % more, drawn anew after each snapshot (members that rank alike,
+as after a membership change, still drift apart)."""
 _SNAPSHOT_RETRY = 10.0
 _AUTO_COMPACTION_INTERVAL = 5.0
 _REMOVAL_NOTICE_INTERVAL = 1.0
@@ -333,8 +340,8 @@ class Node:
         self._snapshot_not_before = 0.0
         self._bytes_since_snapshot = 0
         self._snapshot_rng = random.Random(None if config.seed is None else config.seed + 1)
-        self._snapshot_ratio = _SNAPSHOT_BYTES_RATIO
-        """This member's ratio until its next snapshot (see ``_SNAPSHOT_JITTER``)."""
+        self._snapshot_jitter = 1.0
+        """This member's random factor until its next snapshot (``_SNAPSHOT_JITTER``)."""
         self._applied_since_snapshot = 0
         """Entries applied since the last snapshot, each batched client command counted
         (so that ``snapshot_count`` keeps meaning requests, as etcd's does)."""
@@ -1121,7 +1128,7 @@ class Node:
             return  # the previous one is still being encoded or written
         if self._applied_since_snapshot < self.config.snapshot_count:
             return
-        if self._bytes_since_snapshot < self._last_snapshot_bytes * self._snapshot_ratio:
+        if self._bytes_since_snapshot < self._last_snapshot_bytes * self._snapshot_ratio():
             return
         if self._now < self._snapshot_not_before:
             return
@@ -1132,15 +1139,25 @@ class Node:
             return
         self._bytes_since_snapshot = 0
         self._applied_since_snapshot = 0
-        self._snapshot_ratio = _SNAPSHOT_BYTES_RATIO * self._snapshot_rng.uniform(
-            1.0, 1.0 + _SNAPSHOT_JITTER
-        )
+        self._snapshot_jitter = self._snapshot_rng.uniform(1.0, 1.0 + _SNAPSHOT_JITTER)
         self._snapshot_job = start_snapshot(
             self._snapshot_data,
             index,
             self._wake_from_writer,
             fork=self.config.snapshot_in_child,
         )
+
+    def _snapshot_ratio(self) -> float:
+        """``_SNAPSHOT_BYTES_RATIO``, staggered by rank (``_SNAPSHOT_STAGGER``) and
+        jittered (``_SNAPSHOT_JITTER``)."""
+        raft = self.raft
+        voters = raft.conf_state.voters
+        followers = sorted(v for v in voters if v != raft.leader_id)
+        if self.id in followers and len(voters) > 1:
+            rank = followers.index(self.id) / (len(voters) - 1)
+        else:
+            rank = 1.0  # the leader, or not a voter
+        return _SNAPSHOT_BYTES_RATIO * (1.0 + _SNAPSHOT_STAGGER * rank) * self._snapshot_jitter
 
     def _finish_snapshot(self, job: SnapshotJob) -> None:
         raft = self.raft
