@@ -29,8 +29,7 @@ import zmq
 from pnyx.core.transport.options import (
     SocketOptions,
     apply_common,
-    has_input,
-    recv_frames,
+    drain,
     send_frames,
 )
 
@@ -117,16 +116,8 @@ class ClientRouter:
     def receive(self, max_messages: int = 4096, ready: bool = False) -> list[ClientEvent]:
         """Every message waiting (at most ``max_messages``), without blocking. ``ready``:
         a poll just said a message waits (no need to ask before the first)."""
-        router = self.socket
         events: list[ClientEvent] = []
-        for _ in range(max_messages):
-            if not ready and not has_input(router):
-                break
-            ready = False
-            try:
-                frames = recv_frames(router)
-            except zmq.Again:
-                break
+        for frames in drain(self.socket, max_messages, ready):
             self.stats.received += 1
             if len(frames) == 2:
                 events.append(Received(frames[0], frames[1]))

@@ -9,7 +9,7 @@ This module only configures sockets; it must never bind, connect, send or receiv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import attrs
 import zmq
@@ -90,3 +90,17 @@ def send_frames(socket: zmq.Socket[bytes], frames: Sequence[bytes], copy: bool =
     for index in range(last):
         socket.send(frames[index], _SNDMORE_NOBLOCK, copy=copy)
     socket.send(frames[last], _NOBLOCK, copy=copy)
+
+
+def drain(socket: zmq.Socket[bytes], limit: int, ready: bool = False) -> Iterator[list[bytes]]:
+    """The messages waiting on ``socket`` (at most ``limit``), each as its frames,
+    without blocking. ``ready``: a poll just said one waits (no need to ask first)."""
+    for _ in range(limit):
+        if not ready and not has_input(socket):
+            return
+        ready = False
+        try:
+            frames = recv_frames(socket)
+        except zmq.Again:
+            return
+        yield frames

@@ -34,8 +34,7 @@ import zmq
 from pnyx.core.transport.options import (
     SocketOptions,
     apply_common,
-    has_input,
-    recv_frames,
+    drain,
     send_frames,
 )
 
@@ -178,16 +177,8 @@ class PeerTransport:
         """Every batch waiting on the ROUTER (at most ``max_batches``), without blocking,
         as ``(sender_id, encoded messages)``. Malformed or blocked input is dropped.
         ``ready``: a poll just said a message waits (no need to ask before the first)."""
-        router = self.socket
         received: list[tuple[int, list[bytes]]] = []
-        for _ in range(max_batches):
-            if not ready and not has_input(router):
-                break
-            ready = False
-            try:
-                frames = recv_frames(router)
-            except zmq.Again:
-                break
+        for frames in drain(self.socket, max_batches, ready):
             self.stats.received_batches += 1
             try:
                 # [routing id, header, messages...]

@@ -51,61 +51,59 @@ def test_seeds_with_the_real_write_ahead_log_and_the_real_kv_store() -> None:
     assert any(entry["event"] == "wal.torn_tail_truncated" for entry in logs)
 
 
+def _all_pass(configs: list[SimConfig]) -> None:
+    failures = [result.report() for result in map(run_seed, configs) if not result.ok]
+    assert not failures, "\n".join(failures)
+
+
+def _changes_the_run(seed: int, **mode: bool) -> None:
+    """The mode really changes what happens (else its seeds would prove nothing)."""
+    plain = run_seed(SimConfig(seed=seed, ticks=300))
+    changed = run_seed(SimConfig(seed=seed, ticks=300, **mode))  # type: ignore[arg-type]
+    assert plain.digest != changed.digest
+
+
 def test_seeds_with_the_leader_sending_before_its_own_fsync() -> None:
     """The server sends a leader's appends while its own write of the same Ready runs
     (the exception the Ready contract allows): the same properties must hold."""
-    failures = []
-    configs = [
-        *seed_configs(30, start=7000, ticks=TICKS, leader_early_send=True),
-        *seed_configs(10, start=7100, ticks=TICKS, leader_early_send=True, disk="wal"),
-    ]
-    for config in configs:
-        result = run_seed(config)
-        if not result.ok:
-            failures.append(result.report())
-    assert not failures, "\n".join(failures)
-    # The mode really changes what happens (else this test would prove nothing).
-    strict = run_seed(SimConfig(seed=7000, ticks=300))
-    early = run_seed(SimConfig(seed=7000, ticks=300, leader_early_send=True))
-    assert strict.digest != early.digest
+    _all_pass(
+        [
+            *seed_configs(30, start=7000, ticks=TICKS, leader_early_send=True),
+            *seed_configs(10, start=7100, ticks=TICKS, leader_early_send=True, disk="wal"),
+        ]
+    )
+    _changes_the_run(7000, leader_early_send=True)
 
 
 def test_seeds_with_leader_lease_reads() -> None:
     """Leaders answer reads on their lease, reading the virtual clock (which runs on
     while the nemesis pauses a leader): the histories must stay linearizable."""
-    failures = []
-    configs = [
-        *seed_configs(30, start=7200, ticks=TICKS, lease_reads=True, leader_early_send=True),
-        *seed_configs(6, start=7300, ticks=TICKS, lease_reads=True, disk="wal", machine="kv"),
-    ]
-    for config in configs:
-        result = run_seed(config)
-        if not result.ok:
-            failures.append(result.report())
-    assert not failures, "\n".join(failures)
-    plain = run_seed(SimConfig(seed=7200, ticks=300))
-    leased = run_seed(SimConfig(seed=7200, ticks=300, lease_reads=True))
-    assert plain.digest != leased.digest
+    _all_pass(
+        [
+            *seed_configs(30, start=7200, ticks=TICKS, lease_reads=True, leader_early_send=True),
+            *seed_configs(6, start=7300, ticks=TICKS, lease_reads=True, disk="wal", machine="kv"),
+        ]
+    )
+    _changes_the_run(7200, lease_reads=True)
 
 
 def test_seeds_with_quorum_first_replication() -> None:
     """Spare followers get new entries at the leader's tick when the needed ones are
     idle (``RaftConfig.quorum_first``, on in the server): the same properties hold."""
-    failures = []
-    configs = [
-        *seed_configs(
-            24, start=7400, ticks=TICKS, quorum_first=True, lease_reads=True, leader_early_send=True
-        ),
-        *seed_configs(6, start=7500, ticks=TICKS, quorum_first=True, disk="wal", machine="kv"),
-    ]
-    for config in configs:
-        result = run_seed(config)
-        if not result.ok:
-            failures.append(result.report())
-    assert not failures, "\n".join(failures)
-    plain = run_seed(SimConfig(seed=7400, ticks=300))
-    thrifty = run_seed(SimConfig(seed=7400, ticks=300, quorum_first=True))
-    assert plain.digest != thrifty.digest
+    _all_pass(
+        [
+            *seed_configs(
+                24,
+                start=7400,
+                ticks=TICKS,
+                quorum_first=True,
+                lease_reads=True,
+                leader_early_send=True,
+            ),
+            *seed_configs(6, start=7500, ticks=TICKS, quorum_first=True, disk="wal", machine="kv"),
+        ]
+    )
+    _changes_the_run(7400, quorum_first=True)
 
 
 def test_a_seed_replays_identically() -> None:
