@@ -248,8 +248,9 @@ class RaftNode:
                     self._push_conf(entry)
         log.unstable = log.last_index + 1
         empty = snapshot is None and not entries and hard_state == HardState()
-        bootstrapped = empty and bootstrap is not None
-        if bootstrapped and bootstrap is not None:
+        bootstrapped = False
+        if empty and bootstrap is not None:
+            bootstrapped = True
             self._bootstrap(bootstrap)
             hard_state = HardState(term=1, vote=NONE, commit=log.last_index)
         else:
@@ -927,7 +928,7 @@ class RaftNode:
 
     def _followers_for_later(self) -> tuple[int, ...]:
         """``RaftConfig.quorum_first``: the voters that may get new entries at the next
-        tick. None while the followers a quorum needs (the most up to date voters in the
+        tick. Empty while the followers a quorum needs (the most up-to-date voters in the
         replicate state) are not all idle, or if no voter is spare."""
         voters = self._conf.voters
         need = len(voters) // 2 + 1 - (1 if self._id in voters else 0)
