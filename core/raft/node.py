@@ -198,6 +198,8 @@ class RaftNode:
         """Heartbeat broadcasts sent by this node; never reset (contexts are not reused)."""
         self._heartbeat_sent = [0.0] * _HEARTBEAT_RING
         """Clock readings taken just before the last broadcasts, by number."""
+        self._heartbeats_queued = False
+        """A broadcast's heartbeats may be in ``_msgs`` (for ``take_heartbeats``)."""
         self._boot_lease = False
         """Restarted with a term: refuse votes as if within a leader lease until the
         first election timeout passes (the lease of a leader we answered may still run)."""
@@ -393,12 +395,16 @@ class RaftNode:
             self._send_commit_updates()
 
     def _send_entries_left_for_later(self) -> None:
-        log = self._log
         for node_id, pr in self._progress.items():
-            if pr.state is _REPLICATE and pr.next <= log.last_index:
-                sent = self._send_append(node_id, pr, False)
-                while sent and pr.next <= log.last_index:
-                    sent = self._send_append(node_id, pr, False)
+            if pr.state is _REPLICATE:
+                self._fill_pipeline(node_id, pr, False)
+
+    def _owes_commit(self, pr: Progress) -> bool:
+        """The follower holds committed entries it was not told are committed, and is not
+        one whose new entries wait for the next tick (``quorum_first``: it gets the
+        commit with them)."""
+        untold = pr.commit_sent < self._log.committed and pr.commit_sent < pr.match
+        return untold and not (self._config.quorum_first and pr.next <= self._log.last_index)
 
     def _send_commit_updates(self) -> None:
         """Tell followers a commit index they have not heard yet, once per tick.
@@ -408,13 +414,8 @@ class RaftNode:
         within a tick. Nothing waits on it: the leader answers clients when it applies,
         a follower's ReadIndex learns the commit index from the round's heartbeat, and
         committed entries are already durable on a quorum."""
-        committed = self._log.committed
-        later = self._config.quorum_first
-        last = self._log.last_index
         for node_id, pr in self._progress.items():
-            if later and pr.next <= last:
-                continue
-            if pr.commit_sent < committed and pr.commit_sent < pr.match:
+            if self._owes_commit(pr):
                 self._send_append(node_id, pr, True)
 
     def _retry_lost_snapshots(self) -> None:
@@ -921,10 +922,14 @@ class RaftNode:
         for node_id, pr in self._progress.items():
             if node_id in later:
                 continue
-            sent = self._send_append(node_id, pr, send_if_empty)
-            # Fill the pipeline: more requests while the window allows and entries remain.
-            while sent and pr.state is _REPLICATE and pr.next <= self._log.last_index:
-                sent = self._send_append(node_id, pr, False)
+            self._fill_pipeline(node_id, pr, send_if_empty)
+
+    def _fill_pipeline(self, to: int, pr: Progress, send_if_empty: bool) -> None:
+        """Send the next AppendRequest, then more while the window allows and entries
+        remain (the replicate state pipelines)."""
+        sent = self._send_append(to, pr, send_if_empty)
+        while sent and pr.state is _REPLICATE and pr.next <= self._log.last_index:
+            sent = self._send_append(to, pr, False)
 
     def _followers_for_later(self) -> tuple[int, ...]:
         """``RaftConfig.quorum_first``: the voters that may get new entries at the next
@@ -956,6 +961,7 @@ class RaftNode:
         # sent after a ReadIndex round started confirms the round, and the send time of
         # the newest one a quorum answered starts the leader lease.
         self._heartbeat_seq += 1
+        self._heartbeats_queued = True
         seq = self._heartbeat_seq
         if self._clock is not None:
             # Read before the messages exist, so never later than they are received.
@@ -1002,9 +1008,7 @@ class RaftNode:
                 pr.inflights.free_up_to(message.index)
             if self._maybe_commit() and self._role is not _LEADER:
                 return  # the commit removed this leader: it stepped down
-            sent = self._send_append(message.sender, pr, False)
-            while sent and pr.state is _REPLICATE and pr.next <= log.last_index:
-                sent = self._send_append(message.sender, pr, False)
+            self._fill_pipeline(message.sender, pr, False)
             if message.sender == self._lead_transferee and pr.match == log.last_index:
                 self._send_timeout_now(message.sender)
 
@@ -1470,8 +1474,9 @@ class RaftNode:
         its term, which a leader's Ready has made durable before it leads, and a commit
         index a quorum holds): then a slow disk does not silence the leader, and its
         followers do not start an election over an fsync."""
-        if self._role is not _LEADER:
-            return []
+        if self._role is not _LEADER or not self._heartbeats_queued:
+            return []  # no broadcast since the last take or Ready: nothing to look for
+        self._heartbeats_queued = False
         msgs = self._msgs
         beats = [m for m in msgs if type(m) is HeartbeatRequest]
         if beats:
@@ -1485,15 +1490,7 @@ class RaftNode:
         whose new entries were left for the next tick gets the commit with them."""
         if self._role is not _LEADER:
             return False
-        committed = self._log.committed
-        later = self._config.quorum_first
-        last = self._log.last_index
-        for pr in self._progress.values():
-            if later and pr.next <= last:
-                continue  # left for the next tick, entries and commit together
-            if pr.commit_sent < committed and pr.commit_sent < pr.match:
-                return True
-        return False
+        return any(self._owes_commit(pr) for pr in self._progress.values())
 
     def has_ready(self) -> bool:
         self._flush()
@@ -1547,6 +1544,7 @@ class RaftNode:
             log.applying = log.committed
         messages = tuple(self._msgs)
         self._msgs.clear()
+        self._heartbeats_queued = False
         read_states = tuple(self._read_states)
         self._read_states.clear()
         return Ready(
