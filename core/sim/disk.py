@@ -166,6 +166,8 @@ class MemoryDisk:
 
 WAL_SEGMENT_SIZE = 16 << 10
 """Small segments, so that simulated runs rotate and release them often."""
+WAL_PREALLOCATE = 4 << 10
+"""Zero-filled ahead in small chunks, so that records land in preallocated space often."""
 
 
 @attrs.define
@@ -180,7 +182,9 @@ class WalDisk:
 
     def _open(self) -> Storage:
         if self.storage is None:
-            self.storage = Storage.open(self.fs, self.path, segment_size=WAL_SEGMENT_SIZE)
+            self.storage = Storage.open(
+                self.fs, self.path, segment_size=WAL_SEGMENT_SIZE, preallocate=WAL_PREALLOCATE
+            )
         return self.storage
 
     def save(
@@ -189,7 +193,10 @@ class WalDisk:
         self._open().save(hard_state, entries, snapshot)
 
     def sync(self) -> None:
-        self._open().sync()
+        storage = self._open()
+        storage.sync()
+        if storage.wants_space():
+            storage.prepare_space()  # as the WAL writer does between commits
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         self._open().save_snapshot(snapshot)

@@ -32,16 +32,31 @@ __all__ = [
 
 
 class AppendFile(Protocol):
-    """A file opened for appending. ``sync`` is fdatasync: data and the size, not mtime."""
+    """A file opened for appending. ``sync`` is fdatasync: data and the size, not mtime.
+
+    The file may be longer than what was written to it: ``extend`` zero-fills it ahead
+    of the writes (preallocation), so that a later write lands inside the file and its
+    fdatasync has no file size to persist - on ext4 that halves it (a journal commit
+    less)."""
 
     @property
     def size(self) -> int:
-        """Bytes in the file, including what was written but not yet synced."""
+        """Bytes written (the next write goes there), including what is not yet synced."""
+        ...
+
+    @property
+    def allocated(self) -> int:
+        """The file's length: ``size`` plus any zero-filled space ahead of the writes."""
         ...
 
     def write(self, data: bytes) -> None: ...
 
     def sync(self) -> None: ...
+
+    def extend(self, length: int) -> None:
+        """Zero-fill the file to ``length`` bytes (no-op if it is that long already);
+        durable after the next ``sync``."""
+        ...
 
     def close(self) -> None: ...
 
@@ -49,9 +64,11 @@ class AppendFile(Protocol):
 class FileSystem(Protocol):
     """What the WAL and the snapshot store need. Paths are plain strings."""
 
-    def open_append(self, path: str) -> AppendFile:
+    def open_append(self, path: str, position: int | None = None) -> AppendFile:
         """Open ``path`` for appending, creating it (empty) if missing. Creating a file
-        is a directory change: durable only after ``fsync_dir`` of its directory."""
+        is a directory change: durable only after ``fsync_dir`` of its directory.
+        ``position``: where writes go (default: the end of the file); what follows it
+        is zero-filled space (see ``AppendFile``)."""
         ...
 
     def read_file(self, path: str) -> bytes: ...
@@ -86,25 +103,45 @@ class FileSystem(Protocol):
 # --- The real disk -----------------------------------------------------------------------
 
 
+_ZERO_CHUNK = bytes(1 << 20)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> int:
+    """Write all of ``data`` at ``offset``; the offset after it."""
+    view = memoryview(data)
+    # os.pwrite may write less than asked (signals, big buffers): loop until done.
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+    return offset
+
+
 @attrs.define
 class _OsAppendFile:
     _fd: int
     _size: int
+    _allocated: int
 
     @property
     def size(self) -> int:
         return self._size
 
+    @property
+    def allocated(self) -> int:
+        return self._allocated
+
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        # os.write may write less than asked (signals, big buffers): loop until done.
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-            self._size += written
+        self._size = _write_at(self._fd, data, self._size)
+        self._allocated = max(self._allocated, self._size)
 
     def sync(self) -> None:
         os.fdatasync(self._fd)
+
+    def extend(self, length: int) -> None:
+        while self._allocated < length:
+            chunk = _ZERO_CHUNK[: min(len(_ZERO_CHUNK), length - self._allocated)]
+            self._allocated = _write_at(self._fd, chunk, self._allocated)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -116,9 +153,12 @@ class _OsAppendFile:
 class OsFileSystem:
     """The operating system's file system (POSIX; fdatasync and directory fsync)."""
 
-    def open_append(self, path: str) -> AppendFile:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        return _OsAppendFile(fd, os.fstat(fd).st_size)
+    def open_append(self, path: str, position: int | None = None) -> AppendFile:
+        # Not O_APPEND: writes go to the end of what was written, which is not the end of
+        # the file once it is preallocated.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        length = os.fstat(fd).st_size
+        return _OsAppendFile(fd, length if position is None else position, length)
 
     def read_file(self, path: str) -> bytes:
         with open(path, "rb") as file:
@@ -188,17 +228,32 @@ class _MemoryAppendFile:
     _path: str
     _inode: _Inode
     _generation: int
+    _position: int
     _closed: bool = False
 
     @property
     def size(self) -> int:
+        return self._position
+
+    @property
+    def allocated(self) -> int:
         return len(self._inode.data)
 
     def write(self, data: bytes) -> None:
         with self._fs._lock:
             self._check()
             self._fs._step("write", self._path)
-            self._inode.data += data
+            end = self._position + len(data)
+            self._inode.data[self._position : end] = data
+            self._position = end
+
+    def extend(self, length: int) -> None:
+        with self._fs._lock:
+            self._check()
+            missing = length - len(self._inode.data)
+            if missing > 0:
+                self._fs._step("write", self._path)
+                self._inode.data += bytes(missing)
 
     def sync(self) -> None:
         self._fs._before_fsync(self._path)
@@ -241,7 +296,8 @@ class MemoryFileSystem:
 
     ``crash(rng)`` loses every open handle and keeps per file its durable content,
     plus, when ``torn``, a random prefix of the unsynced tail (possibly padded with
-    zeros, as when the size reached the disk but the data did not); per directory it
+    zeros, as when the size reached the disk but the data did not; a file written over
+    in place keeps its synced length and bytes past that prefix); per directory it
     keeps the durable entries plus, when ``lose_directory_changes``, only a random prefix
     of the changes made since the directory was last fsynced (all of them otherwise).
 
@@ -304,7 +360,7 @@ class MemoryFileSystem:
 
     # -- FileSystem --
 
-    def open_append(self, path: str) -> AppendFile:
+    def open_append(self, path: str, position: int | None = None) -> AppendFile:
         with self._lock:
             directory, name = self._parent(path)
             inode = directory.entries.get(name)
@@ -313,7 +369,10 @@ class MemoryFileSystem:
                 inode = _Inode()
                 directory.entries[name] = inode
                 directory.pending.append(("link", name, inode))
-            return _MemoryAppendFile(self, path, inode, self._generation)
+            length = len(inode.data)
+            return _MemoryAppendFile(
+                self, path, inode, self._generation, length if position is None else position
+            )
 
     def read_file(self, path: str) -> bytes:
         with self._lock:
@@ -455,7 +514,11 @@ def _surviving_content(inode: _Inode, rng: random.Random, *, torn: bool) -> byte
         return durable
     length = rng.randint(common, len(current))
     survivor = current[:length]
-    if length < len(current) and rng.random() < 0.25:
+    if length < len(durable):
+        # Written over in place (a preallocated file): the file keeps its synced length,
+        # and past the prefix that stuck, its synced bytes (zeros ahead of the writes).
+        survivor += durable[length:]
+    elif length < len(current) and rng.random() < 0.25:
         # The size reached the disk, the data did not: the rest reads as zeros.
         survivor += bytes(rng.randint(0, len(current) - length))
     return survivor

@@ -33,7 +33,13 @@ from pnyx.core.errors import CorruptionError, StorageError
 from pnyx.core.raft.types import Entry, HardState, PersistedState, Snapshot
 from pnyx.core.storage.fs import FileSystem
 from pnyx.core.storage.snapshot import SnapshotFile, SnapshotStore
-from pnyx.core.storage.wal import DEFAULT_SEGMENT_SIZE, LogReplay, SnapshotMarker, Wal
+from pnyx.core.storage.wal import (
+    DEFAULT_PREALLOCATE,
+    DEFAULT_SEGMENT_SIZE,
+    LogReplay,
+    SnapshotMarker,
+    Wal,
+)
 
 __all__ = ["DEFAULT_KEEP_SNAPSHOTS", "Storage"]
 
@@ -64,8 +70,10 @@ class Storage:
         *,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS,
+        preallocate: int = DEFAULT_PREALLOCATE,
     ) -> Storage:
-        """Open (creating if needed) the data directory ``path`` and recover from it."""
+        """Open (creating if needed) the data directory ``path`` and recover from it.
+        ``preallocate``: bytes of WAL zero-filled ahead of the records at a time."""
         if keep_snapshots < 1:
             raise ValueError("keep_snapshots must be at least 1")
         if not fs.exists(path):
@@ -76,7 +84,7 @@ class Storage:
             except OSError as error:
                 raise StorageError(f"could not create {path} ({error})") from error
         snapshots = SnapshotStore.open(fs, path)
-        wal, replay = Wal.open(fs, path, segment_size=segment_size)
+        wal, replay = Wal.open(fs, path, segment_size=segment_size, preallocate=preallocate)
         snapshot = _choose_snapshot(snapshots, replay, path)
         recovered = _persisted_state(replay, snapshot)
         if snapshot is not None:
@@ -154,6 +162,19 @@ class Storage:
             if self._retention_due:
                 self._retention_due = False
                 self._apply_retention()
+        except StorageError as error:
+            self._fail(error)
+
+    def wants_space(self) -> bool:
+        """Whether the WAL's preallocated space ran low (``prepare_space`` is due)."""
+        return self._failed is None and self._wal.wants_space()
+
+    def prepare_space(self) -> None:
+        """Zero-fill the WAL ahead of its records (a chunk write and an fsync): between
+        commits, never on a write's path."""
+        self._check()
+        try:
+            self._wal.prepare_space()
         except StorageError as error:
             self._fail(error)
 

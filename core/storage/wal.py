@@ -22,6 +22,14 @@ opening the WAL repeats them at the end of the last segment, so releasing older
 segments never loses them. A segment is synced before the next one is created,
 so only the last segment can have a torn tail.
 
+Preallocation: the last segment is zero-filled ahead of its records, a chunk at a time
+(``prepare_space``, called by the writer thread between group commits), so that a record
+lands inside the file and its fdatasync has no new file size to persist: measured on
+ext4 here, 85 against 135-175 us per small sync. Preallocation stops at the segment size
+and a segment rotates once its records reach that size, so only the last segment can
+have zeros after its records; on open, the WAL goes on writing over them, right after
+the last record (a record is never all zeros, so nothing is mistaken for the end).
+
 Recovery: a record that is cut short or fails its checksum at the very end of the last
 segment (no valid record after it) is a torn write from a crash: it is truncated away.
 Anything else wrong - in the middle of a segment, in a segment that is not the last, a
@@ -50,6 +58,7 @@ from pnyx.core.raft.types import Entry, EntryType, HardState
 from pnyx.core.storage.fs import AppendFile, FileSystem
 
 __all__ = [
+    "DEFAULT_PREALLOCATE",
     "DEFAULT_SEGMENT_SIZE",
     "LogReplay",
     "SegmentInfo",
@@ -62,6 +71,8 @@ __all__ = [
 ]
 
 DEFAULT_SEGMENT_SIZE = 64 << 20
+DEFAULT_PREALLOCATE = 1 << 20
+"""Bytes zero-filled ahead of the records at a time (0: no preallocation)."""
 
 RECORD_ENTRIES = 1
 RECORD_HARD_STATE = 2
@@ -292,19 +303,26 @@ class Wal:
     _closed: bool = False
     _dirty: bool = False
     _header_due: bool = False
+    _preallocate: int = 0
     sync_count: int = 0
 
     @classmethod
     def open(
-        cls, fs: FileSystem, directory: str, *, segment_size: int = DEFAULT_SEGMENT_SIZE
+        cls,
+        fs: FileSystem,
+        directory: str,
+        *,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        preallocate: int = 0,
     ) -> tuple[Wal, LogReplay]:
         """Scan every segment (repairing a torn tail), and open the last for appending."""
         segments = _list_segments(fs, directory)
         replay = LogReplay()
+        end = 0
         for position, segment in enumerate(segments):
             path = os.path.join(directory, segment.name)
             is_last = position == len(segments) - 1
-            _replay_segment(fs, path, replay, is_last=is_last)
+            end = _replay_segment(fs, path, replay, is_last=is_last)
         wal = cls(
             fs,
             directory,
@@ -316,10 +334,11 @@ class Wal:
             replay.last_index,
             replay.hard_state,
             replay.marker,
+            preallocate=preallocate,
         )
         if segments:
             wal._file = _io(
-                lambda: fs.open_append(os.path.join(directory, segments[-1].name)),
+                lambda: fs.open_append(os.path.join(directory, segments[-1].name), end),
                 "open the last WAL segment",
             )
             # A crash may have cut the last segment's header (or left it empty): the
@@ -396,6 +415,36 @@ class Wal:
         self.sync_count += 1
         if file.size >= self._segment_size:
             self._rotate()
+
+    @property
+    def space_ahead(self) -> int:
+        """Zero-filled bytes after the last record of the last segment."""
+        file = self._file
+        return 0 if file is None else max(0, file.allocated - file.size)
+
+    def wants_space(self) -> bool:
+        """Whether the zero-filled space ahead of the records ran low (see the module
+        docstring): then ``prepare_space`` should run, off the write path."""
+        file = self._file
+        return (
+            self._preallocate > 0
+            and file is not None
+            and self._failed is None
+            and not self._closed
+            and file.allocated < self._segment_size
+            and file.allocated - file.size < self._preallocate // 2
+        )
+
+    def prepare_space(self) -> None:
+        """Zero-fill the next chunk ahead of the records (up to the segment size), and
+        sync it. Costs a write of the chunk and an fsync: call it between commits."""
+        if not self.wants_space():
+            return
+        file = self._file
+        assert file is not None
+        length = min(max(file.allocated, file.size) + self._preallocate, self._segment_size)
+        self._guard(lambda: file.extend(length), "preallocate the WAL")
+        self._guard(file.sync, "fsync the WAL")
 
     def release_before(self, index: int) -> int:
         """Delete, oldest first, whole segments whose live entries are all at or below
@@ -476,7 +525,9 @@ class Wal:
         return records
 
     def _rotate(self) -> None:
-        # The current segment is synced, so it can never show a torn tail later.
+        # The current segment is synced, so it can never show a torn tail later. It has
+        # no zeros after its records: preallocation stops at the segment size, and it
+        # rotates once its records reach that.
         assert self._file is not None
         self._file.close()
         self._file = None
@@ -506,7 +557,8 @@ def _list_segments(fs: FileSystem, directory: str) -> list[SegmentInfo]:
     return segments
 
 
-def _replay_segment(fs: FileSystem, path: str, replay: LogReplay, *, is_last: bool) -> None:
+def _replay_segment(fs: FileSystem, path: str, replay: LogReplay, *, is_last: bool) -> int:
+    """Replay one segment into ``replay``; where its records end."""
     data = _io(lambda: fs.read_file(path), f"read {path}")
     view = memoryview(data)
     offset = 0
@@ -523,6 +575,10 @@ def _replay_segment(fs: FileSystem, path: str, replay: LogReplay, *, is_last: bo
             replay.apply(record, f"{path} at offset {offset}")
             offset = end
         else:
+            if is_last and data.count(0, offset) == len(data) - offset:
+                # Zeros to the end: space preallocated ahead of the records (or a size
+                # that reached the disk without its data). New records go right here.
+                return offset
             if is_last and not _valid_record_after(data, offset + 1):
                 log.warning(
                     "wal.torn_tail_truncated",
@@ -532,8 +588,9 @@ def _replay_segment(fs: FileSystem, path: str, replay: LogReplay, *, is_last: bo
                     dropped_bytes=len(data) - offset,
                 )
                 _truncate(fs, path, offset)
-                return
+                return offset
             raise CorruptionError(f"{path}: {reason} at offset {offset}; refusing to start")
+    return offset
 
 
 def _truncate(fs: FileSystem, path: str, size: int) -> None:

@@ -130,7 +130,7 @@ def test_real_disk_round_trip_with_rotation_snapshots_and_torn_tail(tmp_path: Pa
 
     # A torn tail on the real disk: half a record appended after the last good one.
     last_segment = os.path.join(data_dir, segments[-1])
-    good = Path(last_segment).read_bytes()
+    good = Path(last_segment).read_bytes().rstrip(b"\x00")  # without preallocated zeros
     torn = b"\x40\x00\x00\x00\x12\x34\x56\x78\x93\x01"
     with open(last_segment, "ab") as file:
         file.write(torn)
@@ -169,3 +169,45 @@ def test_relative_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         storage.sync()
         storage.close()
         assert len(Storage.open(fs, "node-data").recover().entries) == 2
+
+
+def test_real_disk_wal_is_zero_filled_ahead_and_reopens_after_its_records(
+    tmp_path: Path,
+) -> None:
+    data_dir = str(tmp_path / "node-1")
+    fs = OsFileSystem()
+    chunk = 64 << 10
+    storage = Storage.open(fs, data_dir, preallocate=chunk)
+    first = _entries(1, 20)
+    storage.save(HardState(3, 2, 1), first)
+    storage.sync()
+    (name,) = [name for name in os.listdir(data_dir) if name.startswith("wal-")]
+    path = os.path.join(data_dir, name)
+    records = os.path.getsize(path)
+    assert storage.wants_space()
+    storage.prepare_space()
+    assert os.path.getsize(path) == records + chunk
+    assert not storage.wants_space()
+    second = _entries(21, 40)
+    storage.save(HardState(3, 2, 21), second)
+    storage.sync()
+    # The records went into the zero-filled space: the file did not grow.
+    assert os.path.getsize(path) == records + chunk
+    storage.close()
+    content = Path(path).read_bytes()
+    written = len(content.rstrip(b"\x00"))
+    assert records < written < records + chunk
+
+    storage = Storage.open(fs, data_dir, preallocate=chunk)
+    assert os.path.getsize(path) == records + chunk  # opening wrote nothing
+    state = storage.recover()
+    assert state.entries == tuple(first + second)
+    assert state.hard_state == HardState(3, 2, 21)
+    third = _entries(41, 41)
+    storage.save(None, third)
+    storage.sync()
+    storage.close()
+    # Appended over the zeros, right after the last record (after the repeated state).
+    assert os.path.getsize(path) == records + chunk
+    assert Path(path).read_bytes()[:written] == content[:written]
+    assert Storage.open(fs, data_dir).recover().entries == tuple(first + second + third)

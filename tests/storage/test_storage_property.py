@@ -28,6 +28,7 @@ from pnyx.core.storage import MemoryFileSystem, SimulatedCrash, Storage
 
 DATA = "/data"
 SEGMENT_SIZE = 160
+PREALLOCATE = 48  # zero-filled ahead in small chunks: records land in preallocated space
 
 
 @attrs.frozen
@@ -65,6 +66,7 @@ operation = st.one_of(
     st.tuples(st.just("hard_state"), st.integers(0, 100), st.integers(0, 100)),
     st.tuples(st.just("append_and_hard_state"), st.integers(0, 2), st.integers(1, 3)),
     st.tuples(st.just("sync"), st.just(0), st.just(0)),
+    st.tuples(st.just("prepare_space"), st.just(0), st.just(0)),
     st.tuples(st.just("snapshot"), st.integers(0, 100), st.just(0)),
     st.tuples(st.just("received_snapshot"), st.integers(0, 100), st.integers(1, 3)),
     st.tuples(st.just("crash"), st.integers(0, 2**16), st.booleans()),
@@ -84,7 +86,7 @@ def test_random_histories_never_lose_synced_data_nor_resurrect_truncated_entries
     operations: list[tuple[str, int, int | bool]],
 ) -> None:
     fs = MemoryFileSystem()
-    storage = Storage.open(fs, DATA, segment_size=SEGMENT_SIZE)
+    storage = Storage.open(fs, DATA, segment_size=SEGMENT_SIZE, preallocate=PREALLOCATE)
     current = LogState((), HardState())
     candidates = [current]  # states a crash may leave: synced first, then each record
     term = 1
@@ -110,7 +112,7 @@ def test_random_histories_never_lose_synced_data_nor_resurrect_truncated_entries
     def crash_and_recover(seed: int, lose_directory_changes: bool) -> Storage:
         nonlocal current, floor
         fs.crash(random.Random(seed), torn=True, lose_directory_changes=lose_directory_changes)
-        reopened = Storage.open(fs, DATA, segment_size=SEGMENT_SIZE)
+        reopened = Storage.open(fs, DATA, segment_size=SEGMENT_SIZE, preallocate=PREALLOCATE)
         recovered = reopened.recover()
         seen = seen_state(recovered)
         snapshot_index = 0 if recovered.snapshot is None else recovered.snapshot.metadata.index
@@ -141,6 +143,10 @@ def test_random_histories_never_lose_synced_data_nor_resurrect_truncated_entries
             elif kind == "sync":
                 storage.sync()
                 candidates[:] = [current]
+            elif kind == "prepare_space":
+                if storage.wants_space():
+                    storage.prepare_space()  # its fsync makes what was written durable
+                    candidates[:] = [current]
             elif kind == "snapshot":
                 if len(current.log) <= floor:
                     continue
@@ -171,6 +177,6 @@ def test_random_histories_never_lose_synced_data_nor_resurrect_truncated_entries
     fs.crash_after(None)
     storage.sync()
     storage.close()
-    final = Storage.open(fs, DATA, segment_size=SEGMENT_SIZE).recover()
+    final = Storage.open(fs, DATA, segment_size=SEGMENT_SIZE, preallocate=PREALLOCATE).recover()
     snapshot_index = 0 if final.snapshot is None else final.snapshot.metadata.index
     assert seen_state(final) == clamp(current, snapshot_index), (seen_state(final), current)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import structlog
 
 from pnyx.core.errors import CorruptionError, StorageError
 from pnyx.core.raft.types import (
@@ -120,13 +121,38 @@ def test_last_record_failing_its_checksum_is_a_torn_tail(damage: str) -> None:
     assert len(fs.read_file(path)) == start
 
 
-def test_zero_filled_tail_is_a_torn_tail() -> None:
+def test_zero_filled_tail_is_space_the_next_records_go_into() -> None:
+    # Zeros after the last record: preallocated space, or a size that reached the disk
+    # without its data. Opening changes nothing; the next records go right after the
+    # last good one, over the zeros.
     fs = MemoryFileSystem()
     path, _, end = _two_records(fs)
     handle = fs.open_append(path)
     handle.write(bytes(100))
     handle.sync()
-    assert reopen(fs).recover().entries == tuple(entries(1, 6))
+    with structlog.testing.capture_logs() as logs:
+        storage = reopen(fs)
+    assert storage.recover().entries == tuple(entries(1, 6))
+    assert not [entry for entry in logs if entry["log_level"] == "warning"]
+    assert fs.read_file(path) == fs.durable_content(path)
+    assert len(fs.read_file(path)) == end + 100
+    storage.save(None, entries(7, 7))
+    storage.sync()
+    content = fs.read_file(path)
+    assert len(content) == end + 100 and content[end] != 0
+    storage.close()
+    assert reopen(fs).recover().entries == tuple(entries(1, 7))
+
+
+def test_torn_record_before_zeros_is_a_torn_tail() -> None:
+    fs = MemoryFileSystem()
+    path, _, end = _two_records(fs)
+    handle = fs.open_append(path)
+    handle.write(encode_entries(entries(7, 7))[:9] + bytes(64))
+    handle.sync()
+    with structlog.testing.capture_logs() as logs:
+        assert reopen(fs).recover().entries == tuple(entries(1, 6))
+    assert any(entry["event"] == "wal.torn_tail_truncated" for entry in logs)
     assert fs.durable_content(path) == fs.read_file(path)
     assert len(fs.read_file(path)) == end
 

@@ -4,6 +4,7 @@ fatal, and the synchronous mode for the simulator."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 
 import pytest
@@ -47,7 +48,8 @@ def test_group_commit_takes_everything_queued_during_an_fsync_in_one_fsync() -> 
     gate = FsyncGate()
     fs.on_fsync = gate
     completed: list[int] = []
-    with WalWriter(Storage.open(fs, DATA)) as writer:
+    # No preallocation: its zero-filling fsync between commits is not what this counts.
+    with WalWriter(Storage.open(fs, DATA, preallocate=0)) as writer:
         first = writer.submit(HardState(1, 1, 0), batch(1))
         first.add_done_callback(lambda _: completed.append(0))
         assert gate.entered.wait(WAIT)
@@ -111,7 +113,7 @@ def test_snapshot_submissions_are_ordered_with_batches() -> None:
 
 def test_synchronous_mode_saves_and_syncs_inline() -> None:
     fs = MemoryFileSystem()
-    writer = WalWriter(Storage.open(fs, DATA), threaded=False)
+    writer = WalWriter(Storage.open(fs, DATA, preallocate=0), threaded=False)
     syncs_before = fs.fsync_count
     future = writer.submit(HardState(2, 1, 0), batch(1))
     assert future.done() and future.result() is None
@@ -207,3 +209,32 @@ def test_save_now_after_a_failed_fsync_raises() -> None:
         writer.save_now(None, batch(4))
     assert isinstance(writer.submit(None, batch(4)).exception(), StorageError)
     writer.close(WAIT)
+
+
+def test_zero_filling_runs_on_the_writer_thread_after_an_inline_save() -> None:
+    fs = MemoryFileSystem()
+    storage = Storage.open(fs, DATA, preallocate=4096)
+    with WalWriter(storage) as writer:
+        assert writer.save_now(HardState(1, 1, 0), batch(1))
+        # The caller's save did not pay for it: the writer thread zero-fills meanwhile.
+        deadline = time.monotonic() + WAIT
+        while storage.wal.space_ahead < 2048:
+            assert time.monotonic() < deadline, "the writer never zero-filled ahead"
+            time.sleep(0.001)
+        syncs = fs.fsync_count
+        # Records then land in the zero-filled space: one fsync per save, no growth.
+        length = len(fs.read_file(f"{DATA}/{storage.wal.segments[-1].name}"))
+        assert writer.save_now(None, batch(4))
+        assert fs.fsync_count == syncs + 1
+        assert len(fs.read_file(f"{DATA}/{storage.wal.segments[-1].name}")) == length
+    assert Storage.open(fs, DATA).recover().entries == tuple(batch(1) + batch(4))
+
+
+def test_synchronous_mode_zero_fills_after_the_commit() -> None:
+    fs = MemoryFileSystem()
+    storage = Storage.open(fs, DATA, preallocate=4096)
+    writer = WalWriter(storage, threaded=False)
+    assert writer.submit(HardState(2, 1, 0), batch(1)).result() is None
+    assert storage.wal.space_ahead >= 2048
+    writer.close()
+    assert Storage.open(fs, DATA).recover().entries == tuple(batch(1))
