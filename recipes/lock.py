@@ -104,6 +104,12 @@ Cmp: TypeAlias = Any
 RETRY_PAUSE = 0.1
 """Pause before looking again after a watch failed (a compacted start, a give-up)."""
 
+TRACK_LIMIT = 16
+"""A waiter with at most this many keys ahead of it follows every deletion in its line
+itself (and takes the lock with the last one, without a read); one further back watches
+only its predecessor and reads the line when that goes. It bounds how many waiters one
+release notifies (a notification, not a request: they read nothing)."""
+
 
 def name_prefix(name: str | bytes) -> bytes:
     """``name`` as the key prefix of a recipe: always ending in one ``/``."""
@@ -145,7 +151,8 @@ class Contender:
 
 @attrs.frozen
 class _Wait:
-    """What a waiter watches until it looks at the line again."""
+    """What a waiter watches until it looks at the line again - or, with ``ahead``,
+    until its turn has come."""
 
     key: bytes
     range_end: bytes
@@ -153,6 +160,23 @@ class _Wait:
     revision: int
     """The revision the line was read at: watch from the next one."""
     skip_puts: bool = True
+    ahead: frozenset[bytes] = frozenset()
+    """Non-empty: EVERY key ahead of us at ``revision`` (the read saw the whole line
+    ahead), and ``key``/``range_end`` the whole line: the turn comes with the deletion
+    of the last of them, and needs no read. Empty: look at the line again after a
+    change of ``key``."""
+
+
+@attrs.frozen
+class _Woken:
+    """How a wait for a change ended."""
+
+    revision: int
+    """The revision of the change (0: the watch failed; look at the line now)."""
+    turn: bool = False
+    """Every key ahead of us is gone at ``revision``, and ours is not: we hold."""
+    vanished: bool = False
+    """Our own key was deleted (the session expired, or someone deleted it)."""
 
 
 class Queued:
@@ -188,8 +212,12 @@ class Queued:
         """Raised (with ``lost_error``) when a held acquisition is lost; a fresh one per
         acquisition."""
         self.wakeups = 0
-        """How many watch notifications woke this contender while waiting (to see that
-        a release wakes one waiter, not all)."""
+        """How many watch notifications woke this contender while waiting: one per
+        departure ahead of it in a short line (``TRACK_LIMIT``), else one per change of
+        its predecessor (a release wakes one waiter further back, not all)."""
+        self.looks = 0
+        """How many times this contender read its line again after a wake-up or a failed
+        watch (0 when its turn came with the last departure ahead of it)."""
 
     # ------------------------------------------------------------------ state
 
@@ -278,9 +306,17 @@ class Queued:
                     session.unclaim(self._key, self)
                     return False
                 waited = True
-                revision = await self._wait_change(blocker, deadline)
+                woken = await self._wait_change(blocker, deadline)
                 session.check()
-                blocker = await self._look_again(revision)
+                if woken.vanished:
+                    raise self._vanished()
+                if woken.turn:
+                    # Nobody is left ahead at that revision and our key is still there:
+                    # what a read of the line at it would say, without the read.
+                    self._since = woken.revision
+                    blocker = None
+                else:
+                    blocker = await self._look_again(woken.revision)
             if waited and not self._line_is_default():
                 await self._confirm(waited)
         except BaseException:
@@ -291,6 +327,18 @@ class Queued:
         self._start_monitor()
         return True
 
+    def _line_query(self) -> dict[str, Any]:
+        """The read of a default line, newest first, keys only: our key (the newest up to
+        our token) and up to ``TRACK_LIMIT`` keys ahead of it - one more tells whether
+        that is all of them (``more``)."""
+        return {
+            "range_end": prefix_end(self._prefix),
+            "sort_target": "create",
+            "sort_order": "descend",
+            "limit": TRACK_LIMIT + 1,
+            "keys_only": True,
+        }
+
     async def _enqueue(self) -> _Wait | None:
         """Put our key if absent and learn its create revision (the token); what blocks
         us then (None: our turn). For a default line, one transaction does it all."""
@@ -300,17 +348,8 @@ class Queued:
         success: list[Op] = [op.put(key, self._value, lease=session.lease_id)]
         if default:
             # Read in the same revision, after the put: ours is the newest key of the
-            # line, so the two newest are ours and our predecessor's.
-            success.append(
-                op.get(
-                    self._prefix,
-                    range_end=prefix_end(self._prefix),
-                    sort_target="create",
-                    sort_order="descend",
-                    limit=2,
-                    keys_only=True,
-                )
-            )
+            # line, so every other key read is ahead of us.
+            success.append(op.get(self._prefix, **self._line_query()))
         result = await self._kv().txn(
             compare=[cmp.create(key) == 0], success=success, failure=[op.get(key)]
         )
@@ -328,55 +367,58 @@ class Queued:
             return await self._look_again(0)
         return await self._blocker()
 
+    def _vanished(self) -> errors.SessionExpiredError:
+        return errors.SessionExpiredError(
+            f"{self.what} {self._key!r}: our key vanished while waiting (session expired)"
+        )
+
     def _ahead(self, line: object, revision: int) -> _Wait | None:
-        """From ``_line_query``'s answer read at ``revision``: what to watch (the key just
-        ahead of ours), or None if nothing is (then we hold, since ``revision``). Raises
-        ``SessionExpiredError`` if our key is not there with our token."""
+        """From a ``_line_query`` answer read at ``revision`` (our key and keys created
+        before it, newest first): None if nothing is ahead (then we hold, since
+        ``revision``); else what to wait for - every key ahead if the read saw all of
+        them, else just the one right ahead of ours. Raises ``SessionExpiredError`` if
+        our key is not there with our token."""
         kvs = line.kvs if isinstance(line, GetResult) else ()
         if not kvs or kvs[0].key != self._key or kvs[0].create_revision != self._token:
-            raise errors.SessionExpiredError(
-                f"{self.what} {self._key!r}: our key vanished while waiting (session expired)"
-            )
-        if len(kvs) > 1:
+            raise self._vanished()
+        if len(kvs) == 1:
+            self._since = revision
+            return None
+        assert isinstance(line, GetResult)
+        if line.more:
             return _Wait(kvs[1].key, b"", revision)
-        self._since = revision
-        return None
+        # The whole line ahead is known. Keys created later are behind us, so the set
+        # only shrinks: follow the line's deletions until it is empty.
+        ahead = frozenset(item.key for item in kvs[1:])
+        return _Wait(self._prefix, prefix_end(self._prefix), revision, ahead=ahead)
 
     async def _look_again(self, revision: int) -> _Wait | None:
         """After a change (at ``revision``; 0: unknown, look now): what blocks us now.
         A default line reads itself at that very revision, checking our key too."""
+        self.looks += 1
         if not self._line_is_default():
             return await self._blocker()
-        # Our key and the one just ahead of it: the two highest create revisions up to
-        # our token, keys only.
         kv = self._kv()
-        start, end = self._prefix, prefix_end(self._prefix)
-        line: dict[str, Any] = {
-            "range_end": end,
-            "max_create_revision": self._token,
-            "sort_target": "create",
-            "sort_order": "descend",
-            "limit": 2,
-            "keys_only": True,
-        }
+        line = self._line_query()
+        line["max_create_revision"] = self._token
         if revision:
             # The line at ``revision`` is history: every node that has applied it gives
             # the same answer, so a serializable read (no ReadIndex round) is exact. A
             # node that has not applied it yet says so: then ask linearizably.
             try:
-                result = await kv.get(start, revision=revision, serializable=True, **line)
+                result = await kv.get(self._prefix, revision=revision, serializable=True, **line)
                 return self._ahead(result, revision)
             except errors.FutureRevisionError:
                 pass
             except errors.CompactedError:
                 revision = 0  # already compacted away: look at the line now
-        result = await kv.get(start, revision=revision, **line)
+        result = await kv.get(self._prefix, revision=revision, **line)
         return self._ahead(result, revision or result.revision)
 
-    async def _wait_change(self, blocker: _Wait, deadline: float) -> int:
-        """Wait until the watched key(s) change: the revision of the change (0 if the
-        watch failed and the line should just be read again). ``LockTimeoutError`` at
-        the deadline, ``SessionExpiredError`` when the session ends."""
+    async def _wait_change(self, blocker: _Wait, deadline: float) -> _Woken:
+        """Wait until the watched key(s) change, or with ``blocker.ahead`` until our
+        turn. ``LockTimeoutError`` at the deadline, ``SessionExpiredError`` when the
+        session ends."""
         outcome = await wait_first(self._next_event(blocker), deadline, self._session.ended)
         if outcome is None:
             raise errors.LockTimeoutError(f"{self.what} {self._key!r}: timed out waiting")
@@ -388,8 +430,10 @@ class Queued:
             )
         return outcome
 
-    async def _next_event(self, blocker: _Wait) -> int:
+    async def _next_event(self, blocker: _Wait) -> _Woken:
         kv = self._kv()
+        ahead = set(blocker.ahead)
+        own = self._key
         try:
             async with kv.watch(
                 blocker.key,
@@ -398,14 +442,25 @@ class Queued:
                 filters=("noput",) if blocker.skip_puts else (),
             ) as watch:
                 async for batch in watch:
-                    if batch.events:
-                        self.wakeups += 1
-                        return batch.revision
+                    if not batch.events:
+                        continue
+                    self.wakeups += 1
+                    if not ahead:
+                        return _Woken(batch.revision)
+                    # Every event of a revision comes in one batch, in revision order:
+                    # after this batch, ``ahead`` is what is left of the line ahead.
+                    for event in batch.events:
+                        if event.type == EventType.DELETE:
+                            if event.kv.key == own:
+                                return _Woken(batch.revision, vanished=True)
+                            ahead.discard(event.kv.key)
+                    if not ahead:
+                        return _Woken(batch.revision, turn=True)
         except errors.PnyxError as exc:
             # Compacted start or a watch that gave up: look at the line again.
             _log.info("waiter's watch failed", key=self._key, error=str(exc))
             await asyncio.sleep(RETRY_PAUSE)
-        return 0
+        return _Woken(0)
 
     async def _confirm(self, waited: bool) -> None:
         """Our turn after waiting, on a line with its own blocker rule: check our key is

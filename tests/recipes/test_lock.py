@@ -109,8 +109,10 @@ def test_fifo_order_and_no_herd(kv: Client, name: str, until: Callable[..., Any]
         for thread in threads:
             thread.join(30)
         assert order == [0, 1, 2, 3]
-        # Each waiter was woken exactly once: by its own predecessor's release.
-        assert [w.wakeups for w in waiters] == [1, 1, 1, 1]
+        # A short line: each waiter heard each departure ahead of it (one notification
+        # per release, no request) and took the lock with the last one, reading nothing.
+        assert [w.wakeups for w in waiters] == [1, 2, 3, 4]
+        assert [w.looks for w in waiters] == [0, 0, 0, 0]
     finally:
         for session in sessions:
             session.close()
@@ -232,7 +234,7 @@ def _record_requests(client: AsyncClient) -> list[str]:
     return sent
 
 
-def test_joining_is_one_transaction_and_taking_over_one_read(
+def test_joining_is_one_transaction_and_taking_over_no_request(
     shared_cluster: LocalCluster, kv: Client, name: str, until: Callable[..., Any]
 ) -> None:
     with (
@@ -254,8 +256,10 @@ def test_joining_is_one_transaction_and_taking_over_one_read(
         held.release()
         thread.join(30)
         assert waiter.is_held
-        # After its predecessor left: one read (its key still there, nobody ahead).
-        assert sent == ["TxnRequest", "RangeRequest"]
+        # Its watch of the line saw the holder's key deleted and never its own: nobody
+        # was left ahead, so it holds without asking anything.
+        assert sent == ["TxnRequest"]
+        assert waiter.looks == 0 and waiter.wakeups == 1
         waiter.release()
 
 
