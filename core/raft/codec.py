@@ -102,7 +102,7 @@ def _encode_append_request(m: AppendRequest) -> list[Any]:
 
 
 def _encode_append_response(m: AppendResponse) -> list[Any]:
-    return [
+    fields = [
         PROTOCOL_VERSION,
         TAG_APPEND_RESPONSE,
         m.to,
@@ -113,6 +113,9 @@ def _encode_append_response(m: AppendResponse) -> list[Any]:
         m.reject_hint,
         m.hint_term,
     ]
+    if m.eager:
+        fields.append(True)  # only when set: the shorter form is what older members read
+    return fields
 
 
 def _encode_heartbeat_request(m: HeartbeatRequest) -> list[Any]:
@@ -128,7 +131,10 @@ def _encode_heartbeat_request(m: HeartbeatRequest) -> list[Any]:
 
 
 def _encode_heartbeat_response(m: HeartbeatResponse) -> list[Any]:
-    return [PROTOCOL_VERSION, TAG_HEARTBEAT_RESPONSE, m.to, m.sender, m.term, m.context]
+    fields = [PROTOCOL_VERSION, TAG_HEARTBEAT_RESPONSE, m.to, m.sender, m.term, m.context]
+    if m.eager:
+        fields.append(True)
+    return fields
 
 
 def _encode_snapshot_request(m: SnapshotRequest) -> list[Any]:
@@ -279,9 +285,11 @@ def _node_ids(value: object) -> frozenset[int]:
     return frozenset(_uint(node_id) for node_id in value)
 
 
-def _check_arity(fields: tuple[Any, ...], arity: int) -> None:
-    if len(fields) != arity:
-        _invalid(f"expected {arity} fields, got {len(fields)}")
+def _check_arity(fields: tuple[Any, ...], arity: int, longest: int = 0) -> None:
+    """Exactly ``arity`` fields, or up to ``longest`` (optional trailing fields)."""
+    if not arity <= len(fields) <= max(arity, longest):
+        expected = f"{arity}-{longest}" if longest > arity else f"{arity}"
+        _invalid(f"expected {expected} fields, got {len(fields)}")
 
 
 def _decode_vote_request(f: tuple[Any, ...]) -> Message:
@@ -310,9 +318,16 @@ def _decode_append_request(f: tuple[Any, ...]) -> Message:
 
 
 def _decode_append_response(f: tuple[Any, ...]) -> Message:
-    _check_arity(f, 9)
+    _check_arity(f, 9, 10)
     return AppendResponse(
-        _uint(f[2]), _uint(f[3]), _uint(f[4]), _uint(f[5]), _bool(f[6]), _uint(f[7]), _uint(f[8])
+        _uint(f[2]),
+        _uint(f[3]),
+        _uint(f[4]),
+        _uint(f[5]),
+        _bool(f[6]),
+        _uint(f[7]),
+        _uint(f[8]),
+        len(f) == 10 and _bool(f[9]),
     )
 
 
@@ -322,8 +337,10 @@ def _decode_heartbeat_request(f: tuple[Any, ...]) -> Message:
 
 
 def _decode_heartbeat_response(f: tuple[Any, ...]) -> Message:
-    _check_arity(f, 6)
-    return HeartbeatResponse(_uint(f[2]), _uint(f[3]), _uint(f[4]), _bytes(f[5]))
+    _check_arity(f, 6, 7)
+    return HeartbeatResponse(
+        _uint(f[2]), _uint(f[3]), _uint(f[4]), _bytes(f[5]), len(f) == 7 and _bool(f[6])
+    )
 
 
 def _decode_snapshot_request(f: tuple[Any, ...]) -> Message:

@@ -210,6 +210,8 @@ class RaftNode:
         self._needs_broadcast = False
         self._waiting_followers = False
         """Some follower's ``commit_wanted`` is ahead of what it was told."""
+        self._eager = False
+        """As a follower: clients here wait for every commit (``set_eager``)."""
 
         # Every configuration in the log, oldest first, as (index of its entry, state);
         # the first element is the base (a snapshot's, or the empty one at index 0).
@@ -750,7 +752,11 @@ class RaftNode:
             if skip >= len(entries):
                 self._send(
                     AppendResponse(
-                        to=message.sender, sender=self._id, term=self._term, index=committed
+                        to=message.sender,
+                        sender=self._id,
+                        term=self._term,
+                        index=committed,
+                        eager=self._eager,
                     )
                 )
                 return
@@ -768,7 +774,13 @@ class RaftNode:
             commit = message.commit if message.commit < last_new else last_new
             log.commit_to(commit)
             self._send(
-                AppendResponse(to=message.sender, sender=self._id, term=self._term, index=last_new)
+                AppendResponse(
+                    to=message.sender,
+                    sender=self._id,
+                    term=self._term,
+                    index=last_new,
+                    eager=self._eager,
+                )
             )
             return
         hint_index, hint_term = log.find_conflict_by_term(
@@ -783,6 +795,7 @@ class RaftNode:
                 reject=True,
                 reject_hint=hint_index,
                 hint_term=hint_term,
+                eager=self._eager,
             )
         )
 
@@ -810,7 +823,11 @@ class RaftNode:
         self._log.commit_to(min(message.commit, self._log.last_index))
         self._send(
             HeartbeatResponse(
-                to=message.sender, sender=self._id, term=self._term, context=message.context
+                to=message.sender,
+                sender=self._id,
+                term=self._term,
+                context=message.context,
+                eager=self._eager,
             )
         )
 
@@ -837,7 +854,13 @@ class RaftNode:
             self._conf_changed()
             answer = index
         self._send(
-            AppendResponse(to=message.sender, sender=self._id, term=self._term, index=answer)
+            AppendResponse(
+                to=message.sender,
+                sender=self._id,
+                term=self._term,
+                index=answer,
+                eager=self._eager,
+            )
         )
 
     # --- leader side of replication --------------------------------------------------
@@ -953,7 +976,7 @@ class RaftNode:
         return tuple(
             node_id
             for _, _, node_id, pr in ranked[need:]
-            if pr.state is _REPLICATE and pr.commit_wanted <= pr.match
+            if pr.state is _REPLICATE and pr.commit_wanted <= pr.match and not pr.eager
         )
 
     def _broadcast_heartbeat(self) -> None:
@@ -986,6 +1009,7 @@ class RaftNode:
         if pr is None:
             return
         pr.recent_active = True
+        pr.eager = message.eager
         log = self._log
         if message.reject:
             probe_hint = message.reject_hint
@@ -1017,6 +1041,7 @@ class RaftNode:
         if pr is None:
             return
         pr.recent_active = True
+        pr.eager = message.eager
         pr.probe_sent = False
         if pr.state is _REPLICATE and pr.inflights.full():
             # An acknowledgement may have been lost: make room so replication resumes.
@@ -1060,6 +1085,10 @@ class RaftNode:
         for entry in log.slice(max(old + 1, log.first_index), new + 1):
             size += len(entry.data)
         self._uncommitted_bytes = max(0, self._uncommitted_bytes - size)
+        for pr in self._progress.values():
+            if pr.eager and new > pr.commit_wanted:
+                pr.commit_wanted = new  # its watchers wait: tell it now (_flush)
+                self._waiting_followers = True
         reads = self._reads
         if reads.waiting_for_commit and log.term_at(new) == self._term:
             waiting = reads.waiting_for_commit
@@ -1372,6 +1401,13 @@ class RaftNode:
                 keep = position
         if keep:
             del history[:keep]
+
+    def set_eager(self, eager: bool) -> None:
+        """Whether clients of this member wait for every commit (watches): its answers
+        to the leader then say so, and the leader sends it new entries and each commit
+        at once instead of with the next append or tick. Costs an AppendRequest and its
+        answer per commit at low load; the application sets it while it has watchers."""
+        self._eager = eager
 
     def defer_timeouts(self, ticks: int) -> None:
         """The application could not tick for ``ticks`` ticks, busy with work its peers

@@ -67,6 +67,10 @@ class Progress:
     commit_wanted: int = 0
     """A client of this follower waits for this index (a write it forwarded, a read it
     asked for): tell it of the commit at once, not with the next append or tick."""
+    eager: bool = False
+    """The follower said (``AppendResponse.eager``) that its clients wait for every
+    commit (watches): it gets new entries and every commit at once, never at the next
+    tick."""
     heartbeat_ack: int = 0
     """The newest heartbeat (by the leader's sequence number) this follower answered:
     what the ReadIndex rounds and the leader lease go by."""

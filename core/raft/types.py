@@ -154,6 +154,8 @@ class AppendResponse:
     reject: bool = False
     reject_hint: int = 0
     hint_term: int = 0
+    eager: bool = False
+    """The sender has clients that wait for every commit (``RaftNode.set_eager``)."""
 
 
 @attrs.frozen
@@ -172,6 +174,8 @@ class HeartbeatResponse:
     sender: int
     term: int
     context: bytes = b""
+    eager: bool = False
+    """As ``AppendResponse.eager``."""
 
 
 @attrs.frozen

@@ -372,6 +372,8 @@ class Node:
         """Replies per connection, as wire-form envelopes (``_reply_wire``)."""
         self._stalled: dict[bytes, deque[bytes]] = {}
         """Replies a congested connection could not take yet, in order."""
+        self._watching = False
+        """Whether this member had watchers at the end of the last iteration."""
 
         self._now = time.monotonic()
         self._next_tick = self._now
@@ -562,6 +564,12 @@ class Node:
         self._arm_commit_notice()
         self._drain_watches()
         self._flush_replies()
+        watching = len(self._kv.watches) > 0
+        if watching is not self._watching:
+            # A follower's watchers wait for every commit: the leader then sends it new
+            # entries and commits at once, never at its next tick (RaftNode.set_eager).
+            self._watching = watching
+            self.raft.set_eager(watching)
 
     def _maybe_notify_commit(self) -> None:
         due = self._commit_notice_at

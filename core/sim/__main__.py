@@ -56,6 +56,12 @@ from pnyx.core.sim.runner import run_seed, seed_configs
     help="At low load, spare followers get new entries at the leader's next tick.",
 )
 @click.option(
+    "--eager/--no-eager",
+    default=False,
+    show_default=True,
+    help="Half the nodes (drawn at each start) say their clients wait for every commit.",
+)
+@click.option(
     "--lease-reads/--read-index",
     default=False,
     show_default=True,
@@ -80,6 +86,7 @@ def main(
     machine: str,
     leader_early_send: bool,
     quorum_first: bool,
+    eager: bool,
     lease_reads: bool,
     lease_ticks: float,
     verbose: int,
@@ -103,6 +110,7 @@ def main(
         machine=machine,
         leader_early_send=leader_early_send,
         quorum_first=quorum_first,
+        eager=eager,
         lease_reads=lease_reads,
         lease_ticks=lease_ticks,
     )

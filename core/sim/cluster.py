@@ -98,6 +98,9 @@ class SimConfig:
     exception the Ready contract allows). Off: the strict persist-then-send order."""
     quorum_first: bool = False
     """``RaftConfig.quorum_first``: at low load, spare followers get entries at ticks."""
+    eager: bool = False
+    """Each node, at each start, is eager (``RaftNode.set_eager``: its clients wait for
+    every commit, as a member with watchers) with probability one half."""
     lease_reads: bool = False
     """Leaders answer reads on their lease (``RaftConfig.lease_duration``), reading the
     virtual clock, which runs on while a process is paused. The lease is
@@ -124,6 +127,8 @@ class SimConfig:
             line += " --leader-early-send"
         if self.quorum_first:
             line += " --quorum-first"
+        if self.eager:
+            line += " --eager"
         if self.lease_reads:
             line += " --lease-reads"
         if self.lease_ticks:
@@ -383,6 +388,8 @@ class Simulation:
         process.raft = RaftNode(
             raft_config, rng, persisted, bootstrap=bootstrap, clock=self._virtual_clock
         )
+        if self.config.eager:
+            process.raft.set_eager(rng.random() < 0.5)
         process.machine = self.machine_factory()
         process.log = LogImage(persisted.hard_state, persisted.snapshot, list(persisted.entries))
         process.paused = False

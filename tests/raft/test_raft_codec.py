@@ -70,9 +70,12 @@ MESSAGES: dict[type, st.SearchStrategy[Message]] = {
         reject=st.booleans(),
         reject_hint=u64,
         hint_term=u64,
+        eager=st.booleans(),
     ),
     HeartbeatRequest: st.builds(HeartbeatRequest, ids, ids, u64, u64, context=blobs),
-    HeartbeatResponse: st.builds(HeartbeatResponse, ids, ids, u64, context=blobs),
+    HeartbeatResponse: st.builds(
+        HeartbeatResponse, ids, ids, u64, context=blobs, eager=st.booleans()
+    ),
     SnapshotRequest: st.builds(SnapshotRequest, ids, ids, u64, snapshots),
     TimeoutNow: st.builds(TimeoutNow, ids, ids, u64),
     ProposalForward: st.builds(ProposalForward, ids, ids, u64, entries),
@@ -212,3 +215,19 @@ def test_append_requests_sharing_their_entries_encode_the_same_bytes() -> None:
         to=2, sender=1, term=2, prev_log_index=4, prev_log_term=2, commit=1, entries=other
     )
     assert decode_message(encode_message(message, shared)) == message
+
+
+def test_answers_carry_eager_only_when_set_and_the_short_form_still_decodes() -> None:
+    # Older members send (and read) the answers without the trailing eager field.
+    plain = AppendResponse(1, 2, 3, 4)
+    assert len(msgpack.unpackb(encode_message(plain))) == 9
+    assert decode_message(encode_message(plain)) == plain
+    eager = AppendResponse(1, 2, 3, 4, eager=True)
+    assert len(msgpack.unpackb(encode_message(eager))) == 10
+    assert decode_message(encode_message(eager)) == eager
+    beat = HeartbeatResponse(1, 2, 3, b"c", eager=True)
+    assert decode_message(encode_message(beat)) == beat
+    assert len(msgpack.unpackb(encode_message(HeartbeatResponse(1, 2, 3)))) == 6
+    too_long = [*msgpack.unpackb(encode_message(eager)), True]
+    with pytest.raises(InvalidRequestError, match="expected 9-10 fields, got 11"):
+        decode_message(msgpack.packb(too_long))

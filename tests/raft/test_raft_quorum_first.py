@@ -5,7 +5,7 @@ follower whose client waits, everyone gets it at once."""
 from __future__ import annotations
 
 from pnyx.core.raft.testing import LocalCluster
-from pnyx.core.raft.types import AppendRequest
+from pnyx.core.raft.types import AppendRequest, AppendResponse, HeartbeatResponse
 
 
 def _cluster(voters: tuple[int, ...] = (1, 2, 3), learners: tuple[int, ...] = ()) -> LocalCluster:
@@ -131,3 +131,36 @@ def test_before_a_long_apply_the_spare_follower_gets_its_entries_and_the_commit_
     cluster.stabilize()
     assert cluster.members[2].data[-1] == b"small"
     assert cluster.members[3].data[-1] == b"delete a million keys"
+
+
+def test_an_eager_follower_gets_entries_and_each_commit_at_once() -> None:
+    # Follower 3 has watchers (RaftNode.set_eager): its answers say so, and the leader
+    # never leaves it for the next tick, and tells it of every commit right away.
+    cluster = _cluster()
+    cluster[3].set_eager(True)
+    cluster.tick(times=5)  # a heartbeat round carries the news
+    cluster.stabilize()
+    assert any(isinstance(m, HeartbeatResponse) and m.eager for m in cluster.delivered)
+    for value in (b"a", b"b"):
+        cluster.delivered.clear()
+        cluster.propose(1, value)  # no tick: whatever 3 learns, it learns at once
+        assert _appends_with_entries(cluster) == [2, 3]
+        assert cluster[3].commit_index == cluster[1].commit_index == cluster[1].last_index
+        assert all(
+            m.eager for m in cluster.delivered if isinstance(m, AppendResponse) and m.sender == 3
+        )
+    assert cluster.members[3].data == [b"a", b"b"]
+
+
+def test_an_eager_follower_that_stops_being_eager_waits_for_the_tick_again() -> None:
+    cluster = _cluster()
+    cluster[3].set_eager(True)
+    cluster.tick(times=5)
+    cluster.stabilize()
+    cluster[3].set_eager(False)
+    cluster.tick(times=5)
+    cluster.stabilize()
+    cluster.delivered.clear()
+    cluster.propose(1, b"x")
+    assert _appends_with_entries(cluster) == [2]
+    assert cluster[3].commit_index < cluster[1].commit_index

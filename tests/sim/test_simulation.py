@@ -89,7 +89,8 @@ def test_seeds_with_leader_lease_reads() -> None:
 
 def test_seeds_with_quorum_first_replication() -> None:
     """Spare followers get new entries at the leader's tick when the needed ones are
-    idle (``RaftConfig.quorum_first``, on in the server): the same properties hold."""
+    idle (``RaftConfig.quorum_first``, on in the server), except eager ones (members
+    with watchers, ``RaftNode.set_eager``): the same properties hold."""
     _all_pass(
         [
             *seed_configs(
@@ -100,10 +101,12 @@ def test_seeds_with_quorum_first_replication() -> None:
                 lease_reads=True,
                 leader_early_send=True,
             ),
+            *seed_configs(12, start=7450, ticks=TICKS, quorum_first=True, eager=True),
             *seed_configs(6, start=7500, ticks=TICKS, quorum_first=True, disk="wal", machine="kv"),
         ]
     )
     _changes_the_run(7400, quorum_first=True)
+    _changes_the_run(7400, quorum_first=True, eager=True)
 
 
 def test_a_seed_replays_identically() -> None:
