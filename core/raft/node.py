@@ -750,15 +750,7 @@ class RaftNode:
             # that part (it may also be compacted away here).
             skip = committed - prev_index
             if skip >= len(entries):
-                self._send(
-                    AppendResponse(
-                        to=message.sender,
-                        sender=self._id,
-                        term=self._term,
-                        index=committed,
-                        eager=self._eager,
-                    )
-                )
+                self._answer_append(message.sender, committed)
                 return
             entries = entries[skip:]
             prev_index = committed
@@ -773,15 +765,7 @@ class RaftNode:
                     self._append_as_follower(entries[position:] if position else entries)
             commit = message.commit if message.commit < last_new else last_new
             log.commit_to(commit)
-            self._send(
-                AppendResponse(
-                    to=message.sender,
-                    sender=self._id,
-                    term=self._term,
-                    index=last_new,
-                    eager=self._eager,
-                )
-            )
+            self._answer_append(message.sender, last_new)
             return
         hint_index, hint_term = log.find_conflict_by_term(
             min(prev_index, log.last_index), message.prev_log_term
@@ -797,6 +781,12 @@ class RaftNode:
                 hint_term=hint_term,
                 eager=self._eager,
             )
+        )
+
+    def _answer_append(self, to: int, index: int) -> None:
+        """A follower's acknowledgement: it holds the leader's log up to ``index``."""
+        self._send(
+            AppendResponse(to=to, sender=self._id, term=self._term, index=index, eager=self._eager)
         )
 
     def _append_as_follower(self, entries: tuple[Entry, ...]) -> None:
@@ -853,15 +843,7 @@ class RaftNode:
             self._conf_history = [(index, metadata.conf_state)]
             self._conf_changed()
             answer = index
-        self._send(
-            AppendResponse(
-                to=message.sender,
-                sender=self._id,
-                term=self._term,
-                index=answer,
-                eager=self._eager,
-            )
-        )
+        self._answer_append(message.sender, answer)
 
     # --- leader side of replication --------------------------------------------------
 
