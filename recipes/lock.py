@@ -16,20 +16,33 @@ How it works (etcd's algorithm): the contender puts ``<name>/<lease-hex>`` (atta
 its session's lease) if absent; the key's create revision orders the line (FIFO) and is
 the **fencing token** (strictly increasing per lock name, as revisions are). A contender
 holds the lock when no key under ``<name>/`` has a lower create revision. Otherwise it
-watches only its predecessor - the key with the next-lower create revision - for
-deletion, then looks again: one release wakes one waiter.
+waits for the keys ahead of it to go, in one of two ways:
+
+- **A short line** (at most ``TRACK_LIMIT`` keys ahead, all seen by the read that found
+  them): the waiter watches the line's deletions from the next revision on and strikes
+  off each key ahead as it goes. Keys created later are behind it, so that set only
+  shrinks; when its last key goes at revision ``R``, nobody is ahead at ``R`` and the
+  waiter's own key is still there (its deletion would have come on the same watch, in
+  revision order - and ends the wait with ``SessionExpiredError``): it holds since
+  ``R``, having read nothing. Every departure from the line notifies these waiters
+  (at most ``TRACK_LIMIT``); none of them sends anything for it.
+- **A longer line**: it watches only its predecessor - the key with the next-lower
+  create revision - for deletion, then reads the line again: one release wakes one
+  such waiter. That read shows the line ahead at the deletion's revision, and from
+  there the waiter follows the line as above once it is short.
 
 Round trips (what a lock handoff costs): joining the line is ONE transaction, which
-puts the key and reads the two newest keys of the line in the same revision (ours and
-our predecessor, if any): no predecessor, and the lock is held. After the predecessor's
-deletion at revision ``R``, ONE read of the line *at* ``R`` re-checks that our own key
-still exists with our token (the session may have expired while waiting) and looks for
-a key still ahead of us: none, and the lock is held since ``R`` exactly (the
-key-deletion monitor then watches our key from ``R + 1``, so a loss after ``R`` is
-reported). That read is serializable: the line at a committed revision is the same on
-every node that has applied it (one that has not says so, and then the read is made
-linearizable), so it needs no consensus round. A handoff is thus the holder's guarded
-delete, the watch event, and one local read - no write.
+puts the key and reads, in the same revision, the line's newest ``TRACK_LIMIT + 1``
+keys (ours and those ahead): nobody ahead, and the lock is held. In a short line the
+handoff is then the holder's guarded delete and the watch event: no read, no write
+(the new holder's key-deletion monitor watches its key from ``R + 1``, so a loss after
+``R`` is reported). In a longer line, after the predecessor's deletion at
+revision ``R``, ONE read of the line *at* ``R`` re-checks that our own key still exists
+with our token (the session may have expired while waiting) and looks for keys still
+ahead of us: none, and the lock is held since ``R`` exactly. That read is serializable:
+the line at a committed revision is the same on every node that has applied it (one
+that has not says so, and then the read is made linearizable), so it needs no
+consensus round.
 ``RWLock``'s read side and ``Semaphore`` decide differently who blocks them; they read
 their line separately and record their promotion with a guarded write of their key
 (which ``Semaphore``'s later waiters watch for).
@@ -212,8 +225,8 @@ class Queued:
         """Raised (with ``lost_error``) when a held acquisition is lost; a fresh one per
         acquisition."""
         self.wakeups = 0
-        """How many watch notifications woke this contender while waiting: one per
-        departure ahead of it in a short line (``TRACK_LIMIT``), else one per change of
+        """How many watch notifications woke this contender while waiting: in a short
+        line (``TRACK_LIMIT``) one per departure from the line, else one per change of
         its predecessor (a release wakes one waiter further back, not all)."""
         self.looks = 0
         """How many times this contender read its line again after a wake-up or a failed
