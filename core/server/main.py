@@ -32,7 +32,14 @@ from pnyx.core.server.node import (
     install_signal_handlers,
 )
 
-__all__ = ["configure_logging", "exit_with_parent", "main"]
+__all__ = ["SWITCH_INTERVAL", "configure_logging", "exit_with_parent", "main"]
+
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread may keep the GIL while another waits for it (CPython's default: 5 ms).
+The loop thread releases the GIL in every ZeroMQ send and receive; under load the WAL
+writer thread takes it then (encoding a batch), and the loop waited up to the default
+interval to get it back. Measured with ``check perf --load xl`` (25 s, six A/B pairs,
+fresh clusters): 13,117-13,824 -> 13,829-13,960 writes/s, B ahead in all six."""
 
 
 def configure_logging(level: str = "info") -> None:
@@ -82,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.critical("node.storage_failed", error=str(error))
         return EXIT_STORAGE
     install_signal_handlers(node, signal.signal)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     code = node.run()
     # Stopping is done: a late second signal (Ctrl-C reaches the whole process group,
     # and a supervisor may also send SIGTERM) must not turn a clean exit into a kill
