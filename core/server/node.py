@@ -724,9 +724,9 @@ class Node:
                 hard_state = ready.hard_state or self._deferred_hard_state
                 self._deferred_hard_state = None
                 self._learn_addresses(ready.entries)
-                inline = self._may_save_now(ready)
                 later = self._send_leader_messages_early(ready)
-                if inline and self._save_now(ready, hard_state):
+                # Asked after the appends left: it looks at the sockets (system calls).
+                if self._may_save_now(ready) and self._save_now(ready, hard_state):
                     self._complete_ready(ready, later)
                     continue
                 future = self._writer.submit(hard_state, ready.entries, ready.snapshot)
