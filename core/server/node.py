@@ -225,6 +225,12 @@ _SNAPSHOT_RETRY = 10.0
 _AUTO_COMPACTION_INTERVAL = 5.0
 _REMOVAL_NOTICE_INTERVAL = 1.0
 _SAVE_NOW_BYTES = 64 << 10
+_LEADER_SAVE_NOW_SECONDS = 0.002
+"""A leader persists on its loop thread only while its last WAL commit took less than
+this (and no snapshot of its own is being taken or written): a leader blocked in a
+slow fsync sends no heartbeats, and a disk busy with snapshot files has made single
+fsyncs take 100-165 ms here. Through the writer thread it keeps sending them
+(``RaftNode.take_heartbeats``)."""
 """A Ready up to this many entry bytes may be persisted on the loop thread."""
 _BULK_ALLOCATIONS = 1000
 """Objects an apply may leave to the young collections; beyond, they are frozen."""
@@ -770,8 +776,9 @@ class Node:
         loop releases the GIL, and a writer thread waiting for it takes it then, so
         the loop's sends wait behind the writer's Python (measured on a leader: a send
         took 19 us p50 with the writer thread, 7-9 us without; sequential put A/B 1.29
-        -> 1.10 ms). Under load the writer thread keeps batching fsyncs while the loop
-        receives."""
+        -> 1.10 ms). Not on a leader whose disk was slow last time or is busy with its
+        snapshot (``_LEADER_SAVE_NOW_SECONDS``). Under load the writer thread keeps
+        batching fsyncs while the loop receives."""
         if ready.snapshot is not None:
             return False
         size = 0
@@ -785,6 +792,13 @@ class Node:
             entries = ready.entries
             if len(entries) > 1 or (
                 entries and type(self._proposed.get(entries[0].data)) is ClientBatch
+            ):
+                return False
+            assert self._writer is not None
+            if (
+                self._writer.stats.last_sync_seconds > _LEADER_SAVE_NOW_SECONDS
+                or self._snapshot_job is not None
+                or self._snapshot_future is not None
             ):
                 return False
             if self._client is not None:
