@@ -225,13 +225,13 @@ _SNAPSHOT_RETRY = 10.0
 _AUTO_COMPACTION_INTERVAL = 5.0
 _REMOVAL_NOTICE_INTERVAL = 1.0
 _SAVE_NOW_BYTES = 64 << 10
+"""A Ready up to this many entry bytes may be persisted on the loop thread."""
 _LEADER_SAVE_NOW_SECONDS = 0.002
 """A leader persists on its loop thread only while its last WAL commit took less than
 this (and no snapshot of its own is being taken or written): a leader blocked in a
 slow fsync sends no heartbeats, and a disk busy with snapshot files has made single
 fsyncs take 100-165 ms here. Through the writer thread it keeps sending them
 (``RaftNode.take_heartbeats``)."""
-"""A Ready up to this many entry bytes may be persisted on the loop thread."""
 _BULK_ALLOCATIONS = 1000
 """Objects an apply may leave to the young collections; beyond, they are frozen."""
 _HEAP_FREEZE_INTERVAL = 1.0
