@@ -291,6 +291,8 @@ class WalWriter:
                 raise
             return False
         elapsed = time.perf_counter() - started
+        if all(type(work) is _PrepareSpace for work in group):
+            return True  # zero-filling ahead: not a commit anyone waited for
         self.stats.syncs += 1
         self.stats.batches += len(group)
         self.stats.entries += entries

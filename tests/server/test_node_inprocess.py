@@ -256,3 +256,52 @@ def test_a_snapshot_of_the_first_format_is_still_restored(fs: MemoryFileSystem) 
         assert isinstance(response, RangeResponse) and response.count == 45
     finally:
         assert restarted.stop() == EXIT_OK
+
+
+def test_a_leader_persists_through_the_writer_thread_after_a_slow_fsync(
+    fs: MemoryFileSystem,
+) -> None:
+    # A lone write is persisted on the loop thread; but a leader blocked in a slow fsync
+    # sends no heartbeats, so after a commit that took long it uses the writer thread
+    # (which lets the loop go on sending them), until a commit is fast again.
+    syncs: list[str] = []
+    slow = threading.Event()
+
+    def on_fsync(path: str) -> None:
+        if "/wal-" not in path:
+            return
+        if slow.is_set():
+            time.sleep(0.02)  # the simulated disk's latency, not a wait for anything
+        syncs.append(threading.current_thread().name)
+
+    fs.on_fsync = on_fsync
+    running = RunningNode(fs, _config())
+    try:
+        running.put(b"warm", b"up")  # past the election's own writes
+        # The writer thread zero-fills the WAL ahead after the first writes (meanwhile
+        # writes go through it): wait until it did.
+        wal = running.node._writer.storage.wal  # type: ignore[union-attr]
+        wait_for(lambda: wal.space_ahead > 0, 10.0, "the WAL to be zero-filled ahead")
+        running.put(b"settle", b"0")
+        loop = running._thread.name
+        syncs.clear()
+        running.put(b"a", b"1")
+        assert syncs[0] == loop  # a lone write: inline, on the loop thread
+        syncs.clear()
+        slow.set()  # the disk turns slow: every fsync takes 20 ms
+        running.put(b"b", b"2")  # inline still (the last commit was fast), and slow
+        assert syncs[0] == loop
+        syncs.clear()
+        running.put(b"c", b"3")  # the last commit was slow: through the writer
+        assert syncs[0] == "pnyx-wal-writer"
+        slow.clear()
+        # Once a commit is fast again, lone writes are persisted inline again.
+        for number in range(5):
+            syncs.clear()
+            running.put(b"d", b"%d" % number)
+            if loop in syncs:
+                break
+        else:
+            raise AssertionError(f"never inline again: {syncs}")
+    finally:
+        assert running.stop() == EXIT_OK
