@@ -579,6 +579,11 @@ class EngineCore:
             # tuple; the memo lives as long as the message's replies.
             memo: BatchMemo = {}
             self._learned = None
+            # Streams (watches, keep-alives) first, then the one-shot replies: a write's
+            # reply and the events it caused often share a message, and the event is
+            # what someone waits on (the next holder of a lock), while the writer's
+            # continuation can wait a turn. A stream's own replies keep their order.
+            later: list[tuple[int, Any, int]] = []
             for request_id, response, watch_id in replies:
                 if type(response) is DecodeError:
                     if request_id is not None:
@@ -589,9 +594,15 @@ class EngineCore:
                     continue
                 if request_id == UNANSWERABLE_REQUEST_ID:
                     self._refused_message(connection, response)
+                    continue
+                assert request_id is not None
+                call = self._pending.get(request_id)
+                if call is not None and call.stream is None:
+                    later.append((request_id, response, watch_id))
                 else:
-                    assert request_id is not None
                     self._dispatch(connection, request_id, response, watch_id, memo)
+            for request_id, response, watch_id in later:
+                self._dispatch(connection, request_id, response, watch_id, memo)
         return True
 
     def _refused_message(self, connection: _Connection, response: Any) -> None:

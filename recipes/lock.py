@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeAlias
@@ -101,7 +102,7 @@ from pnyx.clients import (
     op,
 )
 from pnyx.core import errors
-from pnyx.recipes._base import Signal, deadline_after, lease_hex, library_logger, wait_first
+from pnyx.recipes._base import Signal, deadline_after, lease_hex, library_logger, remaining
 from pnyx.recipes.session import Session
 
 __all__ = ["Contender", "HeldFaces", "Lock", "Queued", "inspect_line"]
@@ -432,21 +433,28 @@ class Queued:
         """Wait until the watched key(s) change, or with ``blocker.ahead`` until our
         turn. ``LockTimeoutError`` at the deadline, ``SessionExpiredError`` when the
         session ends."""
-        outcome = await wait_first(self._next_event(blocker), deadline, self._session.ended)
-        if outcome is None:
-            raise errors.LockTimeoutError(f"{self.what} {self._key!r}: timed out waiting")
-        if isinstance(outcome, Signal):
-            error = outcome.error
+        ended = self._session.ended
+        woken = None if ended.is_set() else await self._next_event(blocker, deadline)
+        if ended.is_set():
+            error = ended.error
             raise errors.SessionExpiredError(
                 f"{self.what} {self._key!r}: session ended while waiting"
                 + (f" ({error.message})" if error else "")
             )
-        return outcome
+        if woken is None:
+            raise errors.LockTimeoutError(f"{self.what} {self._key!r}: timed out waiting")
+        return woken
 
-    async def _next_event(self, blocker: _Wait) -> _Woken:
+    async def _next_event(self, blocker: _Wait, deadline: float) -> _Woken | None:
+        """Follow the watch in this very task (None at the deadline): the turn then
+        comes in the event loop's turn that delivers the event, not two turns later
+        behind whatever else that turn woke (a task racing a deadline would take
+        them). The session's end closes the watch, which ends the wait."""
         kv = self._kv()
         ahead = set(blocker.ahead)
         own = self._key
+        ended = self._session.ended
+        loop = asyncio.get_running_loop()
         try:
             async with kv.watch(
                 blocker.key,
@@ -454,21 +462,38 @@ class Queued:
                 start_revision=blocker.revision + 1,
                 filters=("noput",) if blocker.skip_puts else (),
             ) as watch:
-                async for batch in watch:
-                    if not batch.events:
-                        continue
-                    self.wakeups += 1
-                    if not ahead:
-                        return _Woken(batch.revision)
-                    # Every event of a revision comes in one batch, in revision order:
-                    # after this batch, ``ahead`` is what is left of the line ahead.
-                    for event in batch.events:
-                        if event.type == EventType.DELETE:
-                            if event.kv.key == own:
-                                return _Woken(batch.revision, vanished=True)
-                            ahead.discard(event.kv.key)
-                    if not ahead:
-                        return _Woken(batch.revision, turn=True)
+
+                def on_end(_error: errors.PnyxError) -> None:
+                    # Any thread may end a session: close the watch on its own loop.
+                    loop.call_soon_threadsafe(watch.close)
+
+                ended.add_callback(on_end)
+                try:
+                    while True:
+                        left = remaining(deadline)
+                        if left <= 0:
+                            return None
+                        batch = await watch.get(None if math.isinf(left) else left)
+                        if batch is None:
+                            return None
+                        if not batch.events:
+                            continue
+                        self.wakeups += 1
+                        if not ahead:
+                            return _Woken(batch.revision)
+                        # Every event of a revision comes in one batch, in revision
+                        # order: after this batch, ``ahead`` is what is left ahead.
+                        for event in batch.events:
+                            if event.type == EventType.DELETE:
+                                if event.kv.key == own:
+                                    return _Woken(batch.revision, vanished=True)
+                                ahead.discard(event.kv.key)
+                        if not ahead:
+                            return _Woken(batch.revision, turn=True)
+                finally:
+                    ended.remove_callback(on_end)
+        except StopAsyncIteration:
+            return _Woken(0)  # closed: the session ended (the caller checks)
         except errors.PnyxError as exc:
             # Compacted start or a watch that gave up: look at the line again.
             _log.info("waiter's watch failed", key=self._key, error=str(exc))
