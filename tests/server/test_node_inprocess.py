@@ -32,6 +32,9 @@ from pnyx.core.wire.messages import (
     RangeResponse,
     StatusRequest,
     StatusResponse,
+    WatchCancelRequest,
+    WatchCreateRequest,
+    WatchResponse,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -303,5 +306,23 @@ def test_a_leader_persists_through_the_writer_thread_after_a_slow_fsync(
                 break
         else:
             raise AssertionError(f"never inline again: {syncs}")
+    finally:
+        assert running.stop() == EXIT_OK
+
+
+def test_a_member_with_watchers_tells_raft_its_clients_wait_for_every_commit(
+    fs: MemoryFileSystem,
+) -> None:
+    # The server's side of eager followers (RaftNode.set_eager): on while the member has
+    # a watcher, off again when the last one goes.
+    running = RunningNode(fs, _config())
+    try:
+        raft = running.node.raft
+        assert not raft._eager
+        created = running.client.call(WatchCreateRequest(b"flags/", b"flags0"))
+        assert isinstance(created, WatchResponse) and created.created
+        wait_for(lambda: raft._eager, 10.0, "the member to say it has watchers")
+        running.client.call(WatchCancelRequest(created.watch_id))
+        wait_for(lambda: not raft._eager, 10.0, "the member to say it has none")
     finally:
         assert running.stop() == EXIT_OK
