@@ -55,7 +55,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import attrs
@@ -73,7 +73,6 @@ __all__ = [
     "library_logger",
     "remaining",
     "run_callback",
-    "wait_first",
 ]
 
 T = TypeVar("T")
@@ -196,41 +195,6 @@ class Signal:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-async def wait_first(
-    awaitable: Awaitable[T],
-    deadline: float,
-    *signals: Signal,
-) -> T | Signal | None:
-    """Await ``awaitable`` until it completes (its result), one of ``signals`` is raised
-    (that signal), or ``deadline`` passes (None). The awaitable is cancelled if it loses."""
-    task: asyncio.Future[T] = asyncio.ensure_future(awaitable)
-    for signal in signals:
-        if signal.is_set():
-            task.cancel()
-            await asyncio.wait({task})
-            return signal
-    waiters = {signal.future(): signal for signal in signals}
-    timeout = None if math.isinf(deadline) else remaining(deadline)
-    try:
-        pending: set[asyncio.Future[Any]] = {task, *waiters}
-        done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        raise
-    finally:
-        for future, signal in waiters.items():
-            future.cancel()
-            signal.forget(future)
-    if task in done:
-        return task.result()
-    task.cancel()
-    await asyncio.wait({task})
-    for future, signal in waiters.items():
-        if future in done:
-            return signal
-    return None
 
 
 @attrs.define(eq=False)

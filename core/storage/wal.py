@@ -432,7 +432,7 @@ class Wal:
             and self._failed is None
             and not self._closed
             and file.allocated < self._segment_size
-            and file.allocated - file.size < self._preallocate // 2
+            and self.space_ahead < self._preallocate // 2
         )
 
     def prepare_space(self) -> None:

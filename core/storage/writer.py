@@ -77,13 +77,14 @@ class _RecordSnapshot:
 
 @attrs.frozen
 class _PrepareSpace:
-    """Zero-fill the WAL ahead (``Storage.prepare_space``); queued by ``save_now``, whose
-    caller must not pay for it."""
+    """Wakes the thread to zero-fill the WAL ahead (it does so after every commit);
+    queued by ``save_now``, whose caller must not pay for it. Not a commit."""
 
     future: Future[None] = _INLINE
 
 
-_Work = _Save | _SaveSnapshot | _RecordSnapshot | _PrepareSpace
+_Commit = _Save | _SaveSnapshot | _RecordSnapshot
+_Work = _Commit | _PrepareSpace
 
 
 @attrs.define
@@ -205,7 +206,7 @@ class WalWriter:
                 work.future.set_exception(self._failed)
             elif self._closing:
                 work.future.set_exception(StorageError("the WAL writer is closed"))
-            elif self._commit([work]):
+            elif isinstance(work, _PrepareSpace) or self._commit([work]):
                 self._prepare_space()
             return work.future
         with self._lock:
@@ -231,8 +232,9 @@ class WalWriter:
             else:
                 group.insert(0, first)
             if group:
+                saves = [work for work in group if not isinstance(work, _PrepareSpace)]
                 with self._committing:
-                    committed = self._commit(group) and self._prepare_space()
+                    committed = (not saves or self._commit(saves)) and self._prepare_space()
                 with self._lock:
                     self._queued -= len(group)
                 if not committed:
@@ -254,7 +256,7 @@ class WalWriter:
             else:
                 taken.append(work)
 
-    def _commit(self, group: list[_Work]) -> bool:
+    def _commit(self, group: list[_Commit]) -> bool:
         """Write and sync ``group``; complete its futures in order. False if fatal."""
         storage = self._storage
         started = time.perf_counter()
@@ -275,14 +277,9 @@ class WalWriter:
                     else:
                         storage.write_snapshot_file(work.snapshot)
                         storage.record_snapshot(work.snapshot)
-                elif isinstance(work, _RecordSnapshot):
+                else:
                     storage.record_snapshot(work.snapshot)  # syncs what came before
                     pending_sync = False
-                else:
-                    if pending_sync:
-                        storage.sync()
-                        pending_sync = False
-                    storage.prepare_space()
             if pending_sync:
                 storage.sync()
         except BaseException as error:
@@ -291,8 +288,6 @@ class WalWriter:
                 raise
             return False
         elapsed = time.perf_counter() - started
-        if all(type(work) is _PrepareSpace for work in group):
-            return True  # zero-filling ahead: not a commit anyone waited for
         self.stats.syncs += 1
         self.stats.batches += len(group)
         self.stats.entries += entries
@@ -341,7 +336,7 @@ class WalWriter:
             return
         self._enqueue(_RecordSnapshot(work.snapshot, work.future))
 
-    def _die(self, group: list[_Work], error: BaseException) -> None:
+    def _die(self, group: Sequence[_Work], error: BaseException) -> None:
         failure = (
             error
             if isinstance(error, StorageError)
@@ -353,7 +348,7 @@ class WalWriter:
         queued, stop = self._take_queued()
         if stop:
             self._queue.put(None)  # still for the thread (this may run on another)
-        doomed = group + queued
+        doomed = [*group, *queued]
         for work in doomed:
             if not work.future.done():
                 work.future.set_exception(failure)
