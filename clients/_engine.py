@@ -79,6 +79,7 @@ from pnyx.core.wire import (
     MemberListResponse,
     Message,
     Response,
+    SharedWatchResponse,
     StatusRequest,
     WatchCancelRequest,
     WatchResponse,
@@ -1171,9 +1172,12 @@ def decode_replies(data: bytes) -> list[Reply]:
     """The envelopes of one message from a node, in order, as ``Reply`` tuples; raises
     ``PnyxError`` for a message that is wrong as a whole (as ``decode_batch`` does).
 
-    A node sends one response per watch, and every watch that wants the same events gets
-    the same response but for its watch id: a connection with 100 watches of one prefix
-    receives one message holding 100 copies of each event. Each copy is compared (in C,
+    A node sends the events that several watches of this connection get the same way
+    once, in a ``SharedWatchResponse`` naming those watches: it becomes one reply per
+    watch, all sharing one ``WatchResponse``. Otherwise a node sends one response per
+    watch, and every watch that wants the same events gets the same response but for its
+    watch id (a member of a version before shared responses sends 100 copies of each
+    event to a connection with 100 watches of one prefix). Each copy is compared (in C,
     by msgpack value) with the watch response decoded last in this message and, if only
     the watch id differs, the decoded one is reused: one ``WatchResponse`` with its
     events is built per distinct response, not per watch, and the reply's own watch id
@@ -1233,9 +1237,28 @@ def decode_replies(data: bytes) -> list[Reply]:
             last_body = item[2]
             last_response = response
             append((request_id, response, response.watch_id))
+        elif type(response) is SharedWatchResponse:
+            _expand_shared(response, request_id, append)
         else:
             append((request_id, response, 0))
     return replies
+
+
+def _expand_shared(
+    shared: SharedWatchResponse, request_id: int | None, append: Callable[[Reply], None]
+) -> None:
+    """One reply per watch a ``SharedWatchResponse`` names, all carrying one
+    ``WatchResponse`` of its events (each with its own watch id beside it)."""
+    streams = shared.streams
+    if len(streams) < 2 or len(streams) % 2:
+        error = errors.InvalidRequestError(
+            "SharedWatchResponse.streams: expected (request_id, watch_id) pairs"
+        )
+        append((request_id, DecodeError(request_id, error), 0))
+        return
+    response = WatchResponse(shared.header, 0, events=shared.events)
+    for index in range(0, len(streams), 2):
+        append((streams[index], response, streams[index + 1]))
 
 
 def _decode_reply(item: Any) -> tuple[int | None, Any]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 
 import attrs
 
@@ -82,14 +82,32 @@ class WatchLimits:
     """Events per response for a watcher that allows fragmenting a revision."""
 
 
-@attrs.frozen
 class WatchDelivery:
     """One response to send: ``tag`` is what the server gave ``create`` for the watcher
-    (for example its connection and request id)."""
+    (for example its connection and request id).
 
-    watch_id: int
-    tag: Hashable
-    response: WatchResponse
+    ``queued`` is the response as the hub queued it. Live events that several watchers
+    get the same way are queued as ONE response for all of them, whose ``watch_id`` is
+    0 (no watch has that id): a server that sends those events once for many watches
+    (``SharedWatchResponse``) reads them from it without a response per watcher.
+    ``response`` is the watcher's own response, built from it when asked."""
+
+    __slots__ = ("queued", "tag", "watch_id")
+
+    def __init__(self, watch_id: int, tag: Hashable, queued: WatchResponse) -> None:
+        self.watch_id = watch_id
+        self.tag = tag
+        self.queued = queued
+
+    @property
+    def response(self) -> WatchResponse:
+        queued = self.queued
+        if queued.watch_id == self.watch_id:
+            return queued
+        return attrs.evolve(queued, watch_id=self.watch_id)
+
+    def __repr__(self) -> str:
+        return f"WatchDelivery({self.watch_id}, {self.tag!r}, {self.queued!r})"
 
 
 @attrs.define(eq=False)
@@ -332,35 +350,67 @@ class WatchHub:
         ranges = self._ranges
         if not exact and not ranges.groups:
             return
-        matched: dict[int, tuple[_Watcher, list[int]]] = {}
-        for position, kv in enumerate(kvs):
-            key = kv.key
+        matched: Iterable[tuple[_Watcher, Sequence[int]]]
+        if len(kvs) == 1:
+            # One key (a put, a lone delete): every watcher that matches wants event 0,
+            # and each watcher sits in one index group, so none is met twice.
+            key = kvs[0].key
+            found: list[_Watcher] = []
             group = exact.get(key)
             if group:
-                for watcher in group.values():
-                    _add_match(matched, watcher, position)
+                found.extend(group.values())
             if ranges.groups:
                 for group in ranges.match(key):
+                    found.extend(group.values())
+            if not found:
+                return
+            first = (0,)
+            matched = [(watcher, first) for watcher in found]
+        else:
+            by_id: dict[int, tuple[_Watcher, list[int]]] = {}
+            for position, kv in enumerate(kvs):
+                key = kv.key
+                group = exact.get(key)
+                if group:
                     for watcher in group.values():
-                        _add_match(matched, watcher, position)
-        if not matched:
-            return
+                        _add_match(by_id, watcher, position)
+                if ranges.groups:
+                    for group in ranges.match(key):
+                        for watcher in group.values():
+                            _add_match(by_id, watcher, position)
+            if not by_id:
+                return
+            matched = by_id.values()
         events = self.store.events(revision)
         header = ResponseHeader(revision=revision)
-        # Watchers that want the same events the same way share one prepared tuple (and
-        # the server encodes a shared tuple once): a hundred watchers of one prefix cost
-        # a hundred small responses, not a hundred copies of the events.
-        prepared: dict[tuple[tuple[int, ...], bool, bool, bool], tuple[tuple[Event, ...], int]]
-        prepared = {}
-        for watcher, positions in matched.values():
+        # Watchers that want the same events the same way share one prepared tuple and
+        # one queued response (``WatchDelivery.queued``), and the server sends them once
+        # for all of a connection's watchers: a hundred watchers of one prefix cost a
+        # hundred queue entries, not a hundred responses or copies of the events.
+        prepared: dict[
+            tuple[tuple[int, ...], bool, bool, bool],
+            tuple[tuple[Event, ...], int, WatchResponse],
+        ] = {}
+        limits = self.limits
+        for watcher, positions in matched:
             if revision < watcher.start_revision:
                 continue
             way = (tuple(positions), watcher.prev_kv, watcher.no_put, watcher.no_delete)
             ready = prepared.get(way)
             if ready is None:
-                ready = prepared[way] = self._prepare(watcher, [events[p] for p in positions])
-            if ready[0]:
+                chosen, size = self._prepare(watcher, [events[p] for p in positions])
+                ready = prepared[way] = (chosen, size, WatchResponse(header, 0, events=chosen))
+            if not ready[0]:
+                continue
+            if watcher.fragment and len(ready[0]) > limits.fragment_events:
                 self._deliver_prepared(watcher, header, ready[0], ready[1], live=True)
+                continue
+            self._enqueue(watcher, ready[2], len(ready[0]), ready[1])
+            if (
+                watcher.outbox_events > limits.max_outbox_events
+                or watcher.outbox_bytes > limits.max_outbox_bytes
+            ):
+                self._cancel_slow(watcher)
 
     def compacted(self) -> None:
         """History was compacted: cancel catching-up watchers that now read below it."""

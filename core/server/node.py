@@ -84,6 +84,7 @@ from pnyx.core.kv.store import (
     encode_command,
     has_unbounded_cost,
 )
+from pnyx.core.kv.watch import WatchDelivery
 from pnyx.core.raft import RaftNode, decode_conf_change, decode_message, encode_message
 from pnyx.core.raft.node import NO_LEADER
 from pnyx.core.raft.types import (
@@ -149,6 +150,7 @@ from pnyx.core.wire.messages import (
     Request,
     Response,
     ResponseHeader,
+    SharedWatchResponse,
     StatusRequest,
     StatusResponse,
     WatchCancelRequest,
@@ -1584,13 +1586,14 @@ class Node:
                 return
             # Many watchers get the same events (the hub shares the tuple): encode once.
             memo: dict[int, Any] = {}
-            for delivery in deliveries:
-                stream = self._watch_streams.get(delivery.watch_id)
-                if stream is None:
+            for routing_id, response, streams in share_deliveries(deliveries, self._watch_streams):
+                if len(streams) > 2:
+                    shared = SharedWatchResponse(response.header, tuple(streams), response.events)
+                    self._reply_wire(routing_id, streams[0], self._wire(shared, memo))
                     continue
-                self._reply_wire(stream[0], stream[1], self._wire(delivery.response, memo))
-                if delivery.response.canceled:
-                    self._forget_watch(delivery.watch_id)
+                self._reply_wire(routing_id, streams[0], self._wire(response, memo))
+                if response.canceled:
+                    self._forget_watch(streams[1])
 
     # --- deadlines
 
@@ -1838,6 +1841,59 @@ def _freeze_heap() -> None:
     walks what was allocated since the last call."""
     gc.collect(1)
     gc.freeze()
+
+
+def share_deliveries(
+    deliveries: Sequence[WatchDelivery], streams: dict[int, tuple[bytes, int]]
+) -> list[tuple[bytes, WatchResponse, list[int]]]:
+    """The watch responses to send, as ``(routing_id, response, [request_id, watch_id,
+    ...])``: one item per response, except that plain event responses of one connection
+    that carry the same events of the same revision (the hub shares the tuple among the
+    watchers that want them the same way) become one item naming every watch that gets
+    them, to go out as one ``SharedWatchResponse``; an item naming one watch carries that
+    watch's own response. ``streams`` maps a watch id to its connection and request id;
+    a delivery for a watch not in it (gone) is dropped.
+
+    Each watch's responses keep their order: a response joins an earlier item only if
+    that item comes after the watch's previous one (the hub's list is in order per watch
+    but may put one watch's next revision before another's older one)."""
+    items: list[tuple[bytes, WatchResponse, list[int]]] = []
+    joinable: dict[tuple[bytes, int, int], int] = {}
+    last_item: dict[int, int] = {}
+    for delivery in deliveries:
+        watch_id = delivery.watch_id
+        stream = streams.get(watch_id)
+        if stream is None:
+            continue
+        routing_id, request_id = stream
+        response = delivery.queued  # maybe shared by many watchers: its watch_id is 0
+        if response.events and not (
+            response.created
+            or response.canceled
+            or response.progress_notify
+            or response.fragment
+            or response.compact_revision
+        ):
+            # The events tuple outlives this loop (the deliveries hold it): its id is
+            # a fair name for it meanwhile.
+            key = (routing_id, id(response.events), response.header.revision)
+            index = joinable.get(key)
+            if index is not None and index > last_item.get(watch_id, -1):
+                items[index][2].extend((request_id, watch_id))
+                last_item[watch_id] = index
+                continue
+            joinable[key] = len(items)
+        last_item[watch_id] = len(items)
+        items.append((routing_id, response, [request_id, watch_id]))
+    for index, (routing_id, response, named) in enumerate(items):
+        if len(named) == 2 and response.watch_id != named[1]:
+            # A shared response that went to one watch of this connection after all.
+            items[index] = (
+                routing_id,
+                WatchResponse(response.header, named[1], events=response.events),
+                named,
+            )
+    return items
 
 
 def _encode_replies(items: list[list[Any]]) -> bytes:

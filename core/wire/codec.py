@@ -78,6 +78,7 @@ TAGS: dict[int, type] = {
     51: messages.WatchCancelRequest,
     52: messages.WatchProgressRequest,
     53: messages.WatchResponse,
+    54: messages.SharedWatchResponse,
     # cluster
     70: messages.MemberListRequest,
     71: messages.MemberListResponse,

@@ -350,6 +350,25 @@ class WatchResponse:
     """More events of the same revision follow in the next response."""
 
 
+@attrs.frozen
+class SharedWatchResponse:
+    """The same events for several watches of one connection, in one envelope: what
+    ``WatchResponse(header, watch_id, events=events)`` would say once per watch. A member
+    sends it instead of identical per-watch responses when two or more watches of a
+    connection get the same events of a revision (a fleet of watchers of one prefix),
+    so the events are encoded, sent and decoded once rather than once per watch.
+
+    ``streams`` names the watches, flat: ``(request_id, watch_id, request_id, watch_id,
+    ...)``, the request id of each watch's ``WatchCreateRequest`` and its watch id. The
+    envelope's own request id is the first of them. Only plain event deliveries are
+    shared (never created, canceled, progress or fragmented responses), and each watch
+    still receives its responses in revision order."""
+
+    header: ResponseHeader
+    streams: tuple[int, ...] = ()
+    events: tuple[Event, ...] = ()
+
+
 # --------------------------------------------------------------------------- cluster
 
 
@@ -500,6 +519,7 @@ Response: TypeAlias = (
     | LeaseTimeToLiveResponse
     | LeaseLeasesResponse
     | WatchResponse
+    | SharedWatchResponse
     | MemberListResponse
     | MemberAddResponse
     | MemberRemoveResponse
@@ -543,6 +563,7 @@ RESPONSE_TYPES: tuple[type, ...] = (
     LeaseTimeToLiveResponse,
     LeaseLeasesResponse,
     WatchResponse,
+    SharedWatchResponse,
     MemberListResponse,
     MemberAddResponse,
     MemberRemoveResponse,

@@ -29,6 +29,7 @@ from pnyx.core.wire import (
     KeyValue,
     PutResponse,
     ResponseHeader,
+    SharedWatchResponse,
     WatchResponse,
     decode_batch,
     encode_batch,
@@ -104,6 +105,40 @@ def test_different_events_headers_or_flags_are_not_shared() -> None:
     assert len({id(response) for response in responses[:5]}) == 5
     assert responses[5] is responses[4]  # same as the one just before: shared
     assert as_decode_batch_would(replies) == reference(data)
+
+
+def test_a_shared_watch_response_is_one_reply_per_watch_it_names() -> None:
+    events = (put_event(b"p/1", 5),)
+    put = PutResponse(header(5))
+    data = encode_batch(
+        [
+            Envelope(9, put),
+            Envelope(100, SharedWatchResponse(header(5), (100, 1, 101, 2, 107, 8), events)),
+            Envelope(102, WatchResponse(header(6), 3, events=(put_event(b"p/2", 6),))),
+        ]
+    )
+    replies = decode_replies(data)
+    assert [(request_id, watch_id) for request_id, _, watch_id in replies] == [
+        (9, 0),
+        (100, 1),
+        (101, 2),
+        (107, 8),
+        (102, 3),
+    ]
+    shared = replies[1][1]
+    assert type(shared) is WatchResponse and shared.events == events
+    assert shared.header == header(5) and not (shared.created or shared.canceled)
+    assert replies[2][1] is shared and replies[3][1] is shared
+
+
+def test_a_shared_watch_response_that_names_no_watch_pairs_is_a_decode_error() -> None:
+    events = (put_event(b"p/1", 5),)
+    for streams in [(), (100,), (100, 1, 101)]:
+        data = encode_batch([Envelope(100, SharedWatchResponse(header(5), streams, events))])
+        ((request_id, response, watch_id),) = decode_replies(data)
+        assert request_id == 100 and watch_id == 0
+        assert type(response) is DecodeError
+        assert isinstance(response.error, errors.InvalidRequestError)
 
 
 def test_other_replies_and_broken_envelopes_decode_as_decode_batch_does() -> None:

@@ -253,13 +253,13 @@ def test_a_write_only_touches_the_watchers_of_its_key(monkeypatch: pytest.Monkey
         hub.create(WatchCreateRequest(b"range/%04d/" % i, b"range/%04d0" % i))
     hub.create(WatchCreateRequest(b"\0", b"\0"))  # one watcher of everything
     touched: list[int] = []
-    original = watch_module._add_match
+    original = WatchHub._enqueue
 
-    def counting(matched, watcher, event):  # type: ignore[no-untyped-def]
+    def counting(self, watcher, *args):  # type: ignore[no-untyped-def]
         touched.append(watcher.watch_id)
-        return original(matched, watcher, event)
+        return original(self, watcher, *args)
 
-    monkeypatch.setattr(watch_module, "_add_match", counting)
+    monkeypatch.setattr(WatchHub, "_enqueue", counting)
     monkeypatch.setattr(
         watch_module._Watcher, "matches", lambda *_: pytest.fail("linear scan on the live path")
     )
@@ -298,3 +298,19 @@ def test_watchers_wanting_the_same_events_share_them_and_the_others_get_their_ow
     prev = by_watch[with_prev][1].events[0].prev_kv
     assert prev is not None and prev.value == b"1"
     assert [r.header.revision for r in by_watch[with_prev]] == [2, 3]
+
+
+def test_watchers_wanting_the_same_events_the_same_way_share_one_queued_response() -> None:
+    store, hub = make()
+    same = [hub.create(WatchCreateRequest(b"p/", b"p0")).watch_id for _ in range(3)]
+    with_prev = hub.create(WatchCreateRequest(b"p/", b"p0", prev_kv=True)).watch_id
+    hub.drain(100)
+    store.put(PutRequest(b"p/a", b"1"))
+    by_id = {delivery.watch_id: delivery for delivery in hub.drain(100)}
+    assert sorted(by_id) == sorted([*same, with_prev])
+    queued = by_id[same[0]].queued
+    assert all(by_id[watch_id].queued is queued for watch_id in same)
+    assert queued.watch_id == 0  # no watch has id 0: a shared response
+    assert by_id[with_prev].queued is not queued
+    assert [by_id[watch_id].response.watch_id for watch_id in same] == same
+    assert all(by_id[watch_id].response.events == queued.events for watch_id in same)

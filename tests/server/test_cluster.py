@@ -7,17 +7,19 @@ xdist group so that only one cluster runs at a time on the 2-core machine.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 import pytest
 import zmq
 
-from pnyx.clients import Client
+from pnyx.clients import Client, _engine
 from pnyx.clients.client import Watch
 from pnyx.clients.testing import LocalCluster, RawConnection, wait_for
 from pnyx.core import errors
@@ -202,6 +204,67 @@ def test_watch_on_one_member_sees_writes_made_through_another(cluster: LocalClus
         batches = [watch.get(timeout=10.0), watch.get(timeout=10.0)]
     assert [b.revision for b in batches if b] == [put.revision, put.revision + 1]
     assert [e.kv.key for b in batches if b for e in b.events] == [b"watched/a", b"watched/b"]
+
+
+def test_watches_of_one_connection_share_events_and_each_gets_its_own_in_order(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member sends the events that several watches of one connection get the same way
+    once (``SharedWatchResponse``); each watch still gets exactly its own events, in
+    revision order, and watches that want them another way get their own responses."""
+    shared: list[int] = []
+    expand = _engine._expand_shared
+
+    def counting(response: Any, request_id: Any, append: Any) -> None:
+        shared.append(len(response.streams) // 2)
+        expand(response, request_id, append)
+
+    monkeypatch.setattr(_engine, "_expand_shared", counting)
+    first, *_, last = cluster.names
+    with (
+        Client([cluster.endpoint(first)], timeout=10.0) as watcher_client,
+        Client([cluster.endpoint(last)], timeout=10.0) as writer,
+        contextlib.ExitStack() as stack,
+    ):
+        same = [stack.enter_context(watcher_client.watch("fan/", prefix=True)) for _ in range(5)]
+        with_prev = stack.enter_context(watcher_client.watch("fan/", prefix=True, prev_kv=True))
+        no_put = stack.enter_context(watcher_client.watch("fan/", prefix=True, filters=["noput"]))
+        only_a = stack.enter_context(watcher_client.watch("fan/a"))
+        start = writer.put("fan/a", "1").revision
+        writer.put("fan/b", "2")
+        writer.txn(success=[writer.op.put("fan/a", "3"), writer.op.put("fan/c", "4")])
+        writer.delete("fan/b")
+
+        def take(watch: Watch, count: int) -> list[tuple[int, str, bytes, bytes]]:
+            got = []
+            for _ in range(count):
+                batch = watch.get(timeout=10.0)
+                assert batch is not None
+                got += [(batch.revision, e.type.name, e.kv.key, e.kv.value) for e in batch.events]
+            return got
+
+        expected = [
+            (start, "PUT", b"fan/a", b"1"),
+            (start + 1, "PUT", b"fan/b", b"2"),
+            (start + 2, "PUT", b"fan/a", b"3"),
+            (start + 2, "PUT", b"fan/c", b"4"),
+            (start + 3, "DELETE", b"fan/b", b""),
+        ]
+        for watch in same:
+            assert take(watch, 4) == expected
+        prev = [watch_batch_prev(with_prev) for _ in range(4)]
+        assert prev == [[None], [None], [b"1", None], [b"2"]]
+        assert take(no_put, 1) == [expected[-1]]
+        assert take(only_a, 2) == [expected[0], expected[2]]
+    # Per revision, the watches that got its events the same way: the five prefix
+    # watches, and for the first put also the watch of fan/a alone.
+    assert shared == [len(same) + 1, len(same), len(same), len(same)]
+
+
+def watch_batch_prev(watch: Watch) -> list[bytes | None]:
+    batch = watch.get(timeout=10.0)
+    assert batch is not None
+    return [None if e.prev_kv is None else e.prev_kv.value for e in batch.events]
 
 
 def _whole_message_error(connection: RawConnection, payload: bytes) -> ErrorResponse:
