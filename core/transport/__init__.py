@@ -23,7 +23,6 @@ from pnyx.core.transport.client import (
 )
 from pnyx.core.transport.options import SocketOptions, apply_common, has_input
 from pnyx.core.transport.peer import (
-    PACK_LIMIT,
     PeerTransport,
     PeerTransportStats,
     pack_peer_batch,
@@ -31,7 +30,6 @@ from pnyx.core.transport.peer import (
 )
 
 __all__ = [
-    "PACK_LIMIT",
     "ClientEvent",
     "ClientRouter",
     "ClientRouterStats",

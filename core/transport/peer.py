@@ -3,21 +3,12 @@
 Each node binds one peer ROUTER (incoming) and connects one DEALER per peer to that
 peer's ROUTER (outgoing), so each direction of each pair has its own socket and a slow
 peer only fills its own queue. Everything one Ready produced for one peer travels as ONE
-ZeroMQ message. A small batch (under ``PACK_LIMIT`` bytes: a lone write's append, an
-acknowledgement, a heartbeat) is ONE frame::
-
-    [b"P2" + sender_id as 8 bytes big-endian
-           + (length as 4 bytes big-endian + encoded_message) for each message]
-
-because every frame costs a send call and a receive call, each 7-15 us on the write
-path of a busy 2-core VM (measured: a ZeroMQ send of a frame with more to come, which
-does not even wake the I/O thread, 7-10 us p50 in situ). A large batch keeps one frame
-per message::
+ZeroMQ message of several frames::
 
     [b"P1" + sender_id as 8 bytes big-endian, encoded_message, encoded_message, ...]
 
-(packing it would copy every encoded message once more, and AppendRequests carry the
-whole replicated payload). A receiver reads either form.
+(frames rather than one msgpack array around the messages: wrapping would copy every
+encoded message once more, and AppendRequests carry the whole replicated payload).
 
 The transport moves opaque byte strings (encoded Raft messages); it never decodes them.
 Sends never block: a send that would block (peer down, queue full) is dropped and
@@ -47,66 +38,29 @@ from pnyx.core.transport.options import (
     send_frames,
 )
 
-__all__ = [
-    "PACK_LIMIT",
-    "PeerTransport",
-    "PeerTransportStats",
-    "pack_peer_batch",
-    "unpack_peer_batch",
-]
+__all__ = ["PeerTransport", "PeerTransportStats", "pack_peer_batch", "unpack_peer_batch"]
 
 log = structlog.get_logger(__name__)
 
 
 _HEADER_MAGIC = b"P1"
-_PACKED_MAGIC = b"P2"
 _HEADER = struct.Struct(">2sQ")
-_LENGTH = struct.Struct(">I")
-
-PACK_LIMIT = 64 * 1024
-"""Batches of fewer bytes than this travel as one frame (see the module docstring)."""
 
 
 def pack_peer_batch(sender_id: int, messages: Sequence[bytes]) -> list[bytes]:
     """The frames of one batch of encoded Raft messages from ``sender_id``."""
-    size = 0
-    for message in messages:
-        size += len(message)
-    if size >= PACK_LIMIT:
-        return [_HEADER.pack(_HEADER_MAGIC, sender_id), *messages]
-    pack = _LENGTH.pack
-    parts = [_HEADER.pack(_PACKED_MAGIC, sender_id)]
-    for message in messages:
-        parts.append(pack(len(message)))
-        parts.append(message)
-    return [b"".join(parts)]
+    return [_HEADER.pack(_HEADER_MAGIC, sender_id), *messages]
 
 
 def unpack_peer_batch(frames: Sequence[bytes]) -> tuple[int, list[bytes]]:
     """The inverse of ``pack_peer_batch``. Raises ``ValueError`` on anything malformed
     (a peer port is reachable by anyone on the network, so input is untrusted)."""
-    if not frames or len(frames[0]) < _HEADER.size:
+    if not frames or len(frames[0]) != _HEADER.size:
         raise ValueError("peer batch: expected a header frame")
-    first = frames[0]
-    magic, sender_id = _HEADER.unpack_from(first)
-    if magic == _HEADER_MAGIC and len(first) == _HEADER.size:
-        return sender_id, list(frames[1:])
-    if magic != _PACKED_MAGIC or len(frames) != 1:
+    magic, sender_id = _HEADER.unpack(frames[0])
+    if magic != _HEADER_MAGIC:
         raise ValueError("peer batch: bad header")
-    messages: list[bytes] = []
-    position = _HEADER.size
-    end = len(first)
-    unpack = _LENGTH.unpack_from
-    while position < end:
-        if position + 4 > end:
-            raise ValueError("peer batch: truncated length")
-        (length,) = unpack(first, position)
-        position += 4
-        if position + length > end:
-            raise ValueError("peer batch: truncated message")
-        messages.append(first[position : position + length])
-        position += length
-    return sender_id, messages
+    return sender_id, list(frames[1:])
 
 
 @attrs.define
