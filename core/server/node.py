@@ -1887,7 +1887,8 @@ def share_deliveries(
         items.append((routing_id, response, [request_id, watch_id]))
     for index, (routing_id, response, named) in enumerate(items):
         if len(named) == 2 and response.watch_id != named[1]:
-            # A shared response that went to one watch of this connection after all.
+            # A shared response that went to one watch of this connection after all (the
+            # hub shares only plain event responses: the header and events say it all).
             items[index] = (
                 routing_id,
                 WatchResponse(response.header, named[1], events=response.events),
