@@ -901,7 +901,11 @@ class Node:
         on two cores applying a 430k-key delete finished seconds apart)."""
         interval = self.config.tick_interval
         if busy * 3 >= self.config.election_ticks * interval:
-            self.raft.defer_timeouts(math.ceil(2 * busy / interval))
+            ticks = math.ceil(2 * busy / interval)
+            self.raft.defer_timeouts(ticks)
+            self._log.info(
+                "apply.long", seconds=round(busy, 3), deferred_ticks=ticks, term=self.raft.term
+            )
 
     def _on_soft_state(self, soft: SoftState) -> None:
         was_leader = self._role is Role.LEADER
