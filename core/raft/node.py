@@ -1423,6 +1423,39 @@ class RaftNode:
             if include_later and self._config.quorum_first:
                 self._send_entries_left_for_later()
             self._send_commit_updates()
+            if include_later:
+                self._send_commit_behind_entries()
+
+    def _send_commit_behind_entries(self) -> None:
+        """Tell the commit index to every follower that was sent the committed entries
+        but whose answer has not come back: ``_owes_commit`` waits for that answer, and
+        before a long apply it would come only after the leader's stall. An empty
+        AppendRequest right behind the entries (one ordered connection per peer) tells
+        it: the follower checks that it holds the entry before it and takes the commit up
+        to there. If it does not (the entries were lost), it refuses, as for any append."""
+        log = self._log
+        committed = log.committed
+        for node_id, pr in self._progress.items():
+            if pr.state is not _REPLICATE or not pr.match < committed < pr.next:
+                continue
+            if pr.commit_sent >= committed:
+                continue
+            prev_index = pr.next - 1
+            prev_term = log.term_at(prev_index)
+            if prev_term is None:
+                continue
+            self._send(
+                AppendRequest(
+                    to=node_id,
+                    sender=self._id,
+                    term=self._term,
+                    prev_log_index=prev_index,
+                    prev_log_term=prev_term,
+                    entries=(),
+                    commit=committed,
+                )
+            )
+            pr.commit_sent = committed
 
     def report_unreachable(self, node_id: int) -> None:
         """The transport could not reach ``node_id``: stop pipelining to it and probe."""

@@ -62,6 +62,12 @@ from pnyx.core.sim.runner import run_seed, seed_configs
     help="Half the nodes (drawn at each start) say their clients wait for every commit.",
 )
 @click.option(
+    "--commit-updates/--no-commit-updates",
+    default=False,
+    show_default=True,
+    help="Leaders ask for commit updates before applying, as before a long apply.",
+)
+@click.option(
     "--lease-reads/--read-index",
     default=False,
     show_default=True,
@@ -87,6 +93,7 @@ def main(
     leader_early_send: bool,
     quorum_first: bool,
     eager: bool,
+    commit_updates: bool,
     lease_reads: bool,
     lease_ticks: float,
     verbose: int,
@@ -111,6 +118,7 @@ def main(
         leader_early_send=leader_early_send,
         quorum_first=quorum_first,
         eager=eager,
+        commit_updates=commit_updates,
         lease_reads=lease_reads,
         lease_ticks=lease_ticks,
     )

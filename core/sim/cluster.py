@@ -101,6 +101,10 @@ class SimConfig:
     eager: bool = False
     """Each node, at each start, is eager (``RaftNode.set_eager``: its clients wait for
     every commit, as a member with watchers) with probability one half."""
+    commit_updates: bool = False
+    """A leader with committed entries to apply asks for commit updates first
+    (``RaftNode.send_commit_updates``), at half its Readys drawn at random: what the
+    server does before applying an entry of unbounded cost."""
     lease_reads: bool = False
     """Leaders answer reads on their lease (``RaftConfig.lease_duration``), reading the
     virtual clock, which runs on while a process is paused. The lease is
@@ -129,6 +133,8 @@ class SimConfig:
             line += " --quorum-first"
         if self.eager:
             line += " --eager"
+        if self.commit_updates:
+            line += " --commit-updates"
         if self.lease_reads:
             line += " --lease-reads"
         if self.lease_ticks:
@@ -264,6 +270,7 @@ class Simulation:
         self.network = Network(random.Random(f"{seed}/network"))
         self.client_network_rng = random.Random(f"{seed}/client-network")
         self.disk_rng = random.Random(f"{seed}/disk")
+        self.commit_updates_rng = random.Random(f"{seed}/commit-updates")
         self.config_rng = random.Random(f"{seed}/config")
         self.monitor = SafetyMonitor()
         self.history = HistoryRecorder()
@@ -515,6 +522,13 @@ class Simulation:
             and not process.paused
             and raft.has_ready()
         ):
+            if (
+                self.config.commit_updates
+                and raft.role is Role.LEADER
+                and raft.committed_unapplied()
+                and self.commit_updates_rng.random() < 0.5
+            ):
+                raft.send_commit_updates()
             ready = raft.ready()
             self._persist(process, raft, ready)
             if ready.must_sync:

@@ -164,3 +164,27 @@ def test_an_eager_follower_that_stops_being_eager_waits_for_the_tick_again() -> 
     cluster.propose(1, b"x")
     assert _appends_with_entries(cluster) == [2]
     assert cluster[3].commit_index < cluster[1].commit_index
+
+
+def test_before_a_long_apply_a_follower_whose_answer_is_on_its_way_hears_the_commit() -> None:
+    """The spare follower was sent the long entry at a tick and its answer is still on
+    the way when the entry commits (with follower 2). The leader owes it the commit only
+    once that answer arrives, which would be after the leader's long apply: it hears
+    nothing meanwhile and suspects the leader. ``send_commit_updates()`` (what the server
+    calls before such an apply) tells it at once."""
+    cluster = _cluster()
+    leader = cluster[1]
+    cluster.drop_if(lambda m: m.sender == 3 and m.to == 1)  # 3's answers are delayed
+    cluster.drop_if(lambda m: m.to == 2)  # and 2 does not get it at once either
+    cluster.propose(1, b"delete a million keys")
+    cluster.tick(node_ids=[1])  # the tick sends it to 3 (and 2): 3 holds it
+    index = leader.last_index
+    assert cluster[3].last_index == index and cluster[3].commit_index < index
+    cluster.filters.pop()  # 2 is reachable again: a heartbeat round gets it the entry
+    cluster.tick(node_ids=[1], times=5)
+    assert leader.commit_index == index
+    assert cluster[3].commit_index < index  # nothing told 3: its answer is still "on its way"
+    leader.send_commit_updates()
+    cluster.stabilize()
+    assert cluster[3].commit_index == index
+    assert cluster.members[3].data == [b"delete a million keys"]

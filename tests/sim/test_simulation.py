@@ -109,6 +109,29 @@ def test_seeds_with_quorum_first_replication() -> None:
     _changes_the_run(7400, quorum_first=True, eager=True)
 
 
+def test_seeds_with_commit_updates_before_applies() -> None:
+    """Leaders ask for commit updates before applying (``send_commit_updates``, what the
+    server does before an entry of unbounded cost), which also tells followers whose
+    answer is still on its way the commit through an empty append: the same properties
+    hold."""
+    _all_pass(
+        [
+            *seed_configs(
+                16,
+                start=7600,
+                ticks=TICKS,
+                quorum_first=True,
+                commit_updates=True,
+                leader_early_send=True,
+            ),
+            *seed_configs(8, start=7650, ticks=TICKS, commit_updates=True, lease_reads=True),
+        ]
+    )
+    plain = run_seed(SimConfig(seed=7600, ticks=300, quorum_first=True))
+    asking = run_seed(SimConfig(seed=7600, ticks=300, quorum_first=True, commit_updates=True))
+    assert plain.digest != asking.digest
+
+
 def test_a_seed_replays_identically() -> None:
     config = SimConfig(seed=12345, nodes=5, ticks=300)
     first, second = run_seed(config), run_seed(config)
