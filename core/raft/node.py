@@ -876,18 +876,7 @@ class RaftNode:
             entries = ()
         else:
             return False
-        self._send(
-            AppendRequest(
-                to=to,
-                sender=self._id,
-                term=self._term,
-                prev_log_index=prev_index,
-                prev_log_term=prev_term,
-                entries=entries,
-                commit=log.committed,
-            )
-        )
-        pr.commit_sent = log.committed
+        self._send_append_request(to, pr, prev_index, prev_term, entries)
         if pr.state is _REPLICATE:
             if entries:
                 sent_last = entries[-1].index
@@ -896,6 +885,24 @@ class RaftNode:
         else:
             pr.probe_sent = True
         return True
+
+    def _send_append_request(
+        self, to: int, pr: Progress, prev_index: int, prev_term: int, entries: tuple[Entry, ...]
+    ) -> None:
+        """One AppendRequest after ``prev_index`` / ``prev_term``, carrying the commit."""
+        committed = self._log.committed
+        self._send(
+            AppendRequest(
+                to=to,
+                sender=self._id,
+                term=self._term,
+                prev_log_index=prev_index,
+                prev_log_term=prev_term,
+                entries=entries,
+                commit=committed,
+            )
+        )
+        pr.commit_sent = committed
 
     def _entries_for_append(self, first: int) -> tuple[Entry, ...]:
         """Entries from ``first`` on, at most ``max_append_bytes`` of payload (but always
@@ -1444,18 +1451,7 @@ class RaftNode:
             prev_term = log.term_at(prev_index)
             if prev_term is None:
                 continue
-            self._send(
-                AppendRequest(
-                    to=node_id,
-                    sender=self._id,
-                    term=self._term,
-                    prev_log_index=prev_index,
-                    prev_log_term=prev_term,
-                    entries=(),
-                    commit=committed,
-                )
-            )
-            pr.commit_sent = committed
+            self._send_append_request(node_id, pr, prev_index, prev_term, ())
 
     def report_unreachable(self, node_id: int) -> None:
         """The transport could not reach ``node_id``: stop pipelining to it and probe."""
