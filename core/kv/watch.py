@@ -391,7 +391,6 @@ class WatchHub:
             tuple[tuple[int, ...], bool, bool, bool],
             tuple[tuple[Event, ...], int, WatchResponse],
         ] = {}
-        limits = self.limits
         for watcher, positions in matched:
             if revision < watcher.start_revision:
                 continue
@@ -400,17 +399,8 @@ class WatchHub:
             if ready is None:
                 chosen, size = self._prepare(watcher, [events[p] for p in positions])
                 ready = prepared[way] = (chosen, size, WatchResponse(header, 0, events=chosen))
-            if not ready[0]:
-                continue
-            if watcher.fragment and len(ready[0]) > limits.fragment_events:
-                self._deliver_prepared(watcher, header, ready[0], ready[1], live=True)
-                continue
-            self._enqueue(watcher, ready[2], len(ready[0]), ready[1])
-            if (
-                watcher.outbox_events > limits.max_outbox_events
-                or watcher.outbox_bytes > limits.max_outbox_bytes
-            ):
-                self._cancel_slow(watcher)
+            if ready[0]:
+                self._deliver_prepared(watcher, header, ready[0], ready[1], True, shared=ready[2])
 
     def compacted(self) -> None:
         """History was compacted: cancel catching-up watchers that now read below it."""
@@ -564,7 +554,12 @@ class WatchHub:
         events: tuple[Event, ...],
         size: int,
         live: bool,
+        *,
+        shared: WatchResponse | None = None,
     ) -> None:
+        """Queue ``events`` for ``watcher``: as ``shared`` (the one response of every
+        watcher that wants them the same way) if given, unless the watcher takes them in
+        fragments."""
         chunk = self.limits.fragment_events
         if watcher.fragment and len(events) > chunk:
             for start in range(0, len(events), chunk):
@@ -573,7 +568,7 @@ class WatchHub:
                 response = WatchResponse(header, watcher.watch_id, events=part, fragment=not last)
                 self._enqueue(watcher, response, len(part), size * len(part) // len(events))
         else:
-            response = WatchResponse(header, watcher.watch_id, events=events)
+            response = shared or WatchResponse(header, watcher.watch_id, events=events)
             self._enqueue(watcher, response, len(events), size)
         if live and (
             watcher.outbox_events > self.limits.max_outbox_events

@@ -1851,18 +1851,18 @@ def share_deliveries(
     deliveries: Sequence[WatchDelivery], streams: dict[int, tuple[bytes, int]]
 ) -> list[tuple[bytes, WatchResponse, list[int]]]:
     """The watch responses to send, as ``(routing_id, response, [request_id, watch_id,
-    ...])``: one item per response, except that plain event responses of one connection
-    that carry the same events of the same revision (the hub shares the tuple among the
-    watchers that want them the same way) become one item naming every watch that gets
-    them, to go out as one ``SharedWatchResponse``; an item naming one watch carries that
-    watch's own response. ``streams`` maps a watch id to its connection and request id;
-    a delivery for a watch not in it (gone) is dropped.
+    ...])``: one item per response, except that the hub's shared responses (watch id 0:
+    the same events of a revision for every watcher that wants them the same way) become
+    one item per connection naming every watch of it that gets them, to go out as one
+    ``SharedWatchResponse``; an item naming one watch carries that watch's own response.
+    ``streams`` maps a watch id to its connection and request id; a delivery for a watch
+    not in it (gone) is dropped.
 
     Each watch's responses keep their order: a response joins an earlier item only if
     that item comes after the watch's previous one (the hub's list is in order per watch
     but may put one watch's next revision before another's older one)."""
     items: list[tuple[bytes, WatchResponse, list[int]]] = []
-    joinable: dict[tuple[bytes, int, int], int] = {}
+    joinable: dict[tuple[bytes, int], int] = {}
     last_item: dict[int, int] = {}
     for delivery in deliveries:
         watch_id = delivery.watch_id
@@ -1870,17 +1870,10 @@ def share_deliveries(
         if stream is None:
             continue
         routing_id, request_id = stream
-        response = delivery.queued  # maybe shared by many watchers: its watch_id is 0
-        if response.events and not (
-            response.created
-            or response.canceled
-            or response.progress_notify
-            or response.fragment
-            or response.compact_revision
-        ):
-            # The events tuple outlives this loop (the deliveries hold it): its id is
-            # a fair name for it meanwhile.
-            key = (routing_id, id(response.events), response.header.revision)
+        response = delivery.queued
+        if response.watch_id == 0:
+            # Shared by the hub; the deliveries hold it, so its id names it meanwhile.
+            key = (routing_id, id(response))
             index = joinable.get(key)
             if index is not None and index > last_item.get(watch_id, -1):
                 items[index][2].extend((request_id, watch_id))
@@ -1890,9 +1883,9 @@ def share_deliveries(
         last_item[watch_id] = len(items)
         items.append((routing_id, response, [request_id, watch_id]))
     for index, (routing_id, response, named) in enumerate(items):
-        if len(named) == 2 and response.watch_id != named[1]:
-            # A shared response that went to one watch of this connection after all (the
-            # hub shares only plain event responses: the header and events say it all).
+        if len(named) == 2 and response.watch_id == 0:
+            # Shared, but for one watch of this connection after all (the hub shares
+            # only plain event responses: the header and events say it all).
             items[index] = (
                 routing_id,
                 WatchResponse(response.header, named[1], events=response.events),
